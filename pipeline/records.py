@@ -1,0 +1,153 @@
+"""Typed records that flow through the four build steps.
+
+Every step adds to these records instead of re-parsing strings written by an earlier step.
+Coordinates are PDF points in PyMuPDF's page space (origin top-left, y grows downwards);
+pages are 1-based everywhere.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+BBox = tuple[float, float, float, float]
+"""x0, y0, x1, y1 in PDF points, origin at the top-left corner of the page."""
+
+Modality = Literal["CFP", "FFA", "OCT", "other"]
+TextSource = Literal["native", "ocr"]
+
+
+class Status(str, enum.Enum):
+    """Outcome of one document through one step (a batch never crashes on one document)."""
+
+    success = "success"
+    partial = "partial"
+    failed = "failed"
+
+
+class SourceDocument(BaseModel):
+    """One input atlas PDF, identified by content."""
+
+    path: str = Field(description="Path of the PDF as given by the user.")
+    sha256: str = Field(description="SHA-256 of the PDF bytes.")
+    book: str = Field(description="Stable book id (slug of the file name); part of every pair id.")
+    page_count: int = Field(0, description="Number of pages in the PDF.")
+
+
+class TextBlock(BaseModel):
+    """A block of text on a page, native or recognised by OCR."""
+
+    page: int = Field(description="1-based page number.")
+    bbox: BBox = Field(description="Block bounding box in PDF points.")
+    text: str = Field(description="Text of the block, lines joined with newlines.")
+    column: int = Field(description="0-based column index; -1 for blocks that span all columns.")
+    order: int = Field(description="Reading-order index of the block on its page.")
+    role: Literal["body", "header", "footer", "caption"] = Field(
+        "body", description="Running headers/page numbers are 'header'/'footer'; figure captions 'caption'."
+    )
+    source: TextSource = Field("native", description="'native' text layer or 'ocr'.")
+    confidence: float | None = Field(None, description="Mean OCR confidence (None for native text).")
+    font_size: float | None = Field(None, description="Dominant font size in points, when known.")
+
+
+class CaptionCandidate(BaseModel):
+    """Text that starts with a figure number: a caption to pair with a figure in step 2."""
+
+    page: int = Field(description="1-based page number.")
+    bbox: BBox = Field(description="Bounding box of the whole caption (all its blocks).")
+    figure_id: str = Field(description="Normalised figure number, e.g. '3-12' or '5-3-1'.")
+    style: Literal["zh", "en_fig", "en_figure"] = Field(
+        description="'zh' for 图3-12, 'en_fig' for Fig. 3-12 (bilingual books), 'en_figure' for FIGURE 3-12."
+    )
+    text: str = Field(description="Caption text from the figure number to the end of the caption.")
+    column: int = Field(description="Column of the caption (-1 spanning).")
+    block_orders: list[int] = Field(default_factory=list, description="Reading-order indices of its blocks.")
+    source: TextSource = Field("native", description="'native' or 'ocr'.")
+
+
+class FigureRegion(BaseModel):
+    """A region of a page that holds a figure (one image, merged tiles, or a raster crop)."""
+
+    region_id: str = Field(description="Id unique within the document: p<page>-r<n>.")
+    page: int = Field(description="1-based page number.")
+    bbox: BBox = Field(description="Placement box on the page in PDF points.")
+    image_sha256: str = Field(description="SHA-256 of the stored PNG bytes.")
+    image_file: str = Field(description="Path of the PNG relative to the extraction directory.")
+    pixel_size: tuple[int, int] = Field(description="Width, height of the stored image in pixels.")
+    origin: Literal["embedded", "merged", "raster"] = Field(
+        description="'embedded' image, 'merged' tiles/strips of one figure, or 'raster' crop of a scanned page."
+    )
+    parts: int = Field(1, description="Number of embedded images merged into this region.")
+
+
+class PageRecord(BaseModel):
+    """Everything step 1 found on one page."""
+
+    page: int
+    width: float
+    height: float
+    scanned: bool = Field(description="True when the page had no usable text layer and was OCR'd.")
+    skew_degrees: float = Field(0.0, description="Deskew angle applied before OCR (scanned pages).")
+    column_bounds: list[tuple[float, float]] = Field(
+        default_factory=list, description="x-ranges of the text columns, left to right."
+    )
+    blocks: list[TextBlock] = Field(default_factory=list)
+    regions: list[FigureRegion] = Field(default_factory=list)
+    captions: list[CaptionCandidate] = Field(default_factory=list)
+
+
+class DocumentExtraction(BaseModel):
+    """Step 1 output for one PDF."""
+
+    source: SourceDocument
+    status: Status = Status.success
+    errors: list[str] = Field(default_factory=list, description="Problems met, one line each.")
+    pages: list[PageRecord] = Field(default_factory=list)
+    ocr_engine: str | None = Field(None, description="OCR engine name and version used, if any page needed it.")
+    pipeline_version: str = ""
+    config_hash: str = ""
+
+
+CaptionOrigin = Literal["printed", "machine", "missing"]
+ReviewStatus = Literal["auto_accepted", "queued", "accepted", "rejected", "edited"]
+
+
+class CaptionChoice(BaseModel):
+    """One caption text that a panel could be paired with (the chosen one or an alternative)."""
+
+    figure_id: str
+    panel: str | None = None
+    caption_en: str | None = None
+    caption_zh: str | None = None
+
+
+class Pair(BaseModel):
+    """One panel image with its caption: the unit of the dataset, the review queue and the manifest."""
+
+    pair_id: str = Field(description="Stable id '<book>/<figure_id>/<panel or ->'; includes the book so books never collide.")
+    book: str = Field(description="Book id of the source PDF.")
+    source_pdf: str = Field(description="File name of the source PDF.")
+    source_pdf_sha256: str = Field(description="SHA-256 of the source PDF.")
+    page: int = Field(description="1-based page of the panel.")
+    bbox: BBox = Field(description="Panel box on the page in PDF points.")
+    figure_id: str = Field(description="Normalised figure number, e.g. '3-12'.")
+    panel: str | None = Field(None, description="Panel letter (A, B, ...) or None for single-panel figures.")
+    image_sha256: str = Field(description="SHA-256 of the panel PNG bytes.")
+    image_file: str = Field(description="Path of the panel PNG (extraction dir or image store).")
+    scanned: bool = Field(False, description="Panel comes from a scanned (OCR'd) page.")
+    stitched: bool = Field(False, description="Panel was split out of one stitched multi-panel image.")
+    caption_en: str | None = Field(None, description="English text: figure title + this panel's text.")
+    caption_zh: str | None = Field(None, description="Chinese text: figure title + this panel's text.")
+    caption_en_origin: CaptionOrigin = Field("missing", description="'printed' in the atlas, 'machine' translated, or 'missing'.")
+    caption_zh_origin: CaptionOrigin = Field("missing", description="'printed' in the atlas, 'machine' translated, or 'missing'.")
+    translation_engine: str | None = Field(None, description="Engine and package version that produced machine text.")
+    modality: Modality = Field("other", description="CFP, FFA, OCT or other (other is excluded from the dataset).")
+    modality_sublabel: str | None = Field(None, description="Finer label where the caption says so (ICGA, red-free).")
+    modality_confidence: float = Field(0.0, ge=0.0, le=1.0)
+    alignment_score: float = Field(0.0, ge=0.0, le=1.0, description="Confidence that caption and panel belong together.")
+    reasons: list[str] = Field(default_factory=list, description="Why each decision was taken or doubted.")
+    alternatives: list[CaptionChoice] = Field(default_factory=list, description="Other candidate captions on the page.")
+    review_status: ReviewStatus = Field("queued")
+    reviewer: str | None = Field(None, description="Who decided, when a person did.")
