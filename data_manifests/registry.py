@@ -140,7 +140,11 @@ def list_datasets(root: Path | str) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and list_versions(root, d.name))
+    return sorted(
+        entry.name
+        for entry in root.iterdir()
+        if entry.is_dir() and _DATASET_RE.match(entry.name) and list_versions(root, entry.name)
+    )
 
 
 def list_versions(root: Path | str, dataset: str) -> list[str]:

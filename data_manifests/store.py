@@ -67,7 +67,8 @@ class ImageStore:
     def put(self, source: Path | str, expected_sha256: str) -> str:
         """Copy `source` into the store, checking its hash; return its store-relative path.
 
-        Idempotent: an image already present (same name and size) is not written again. The
+        Idempotent: an image already present with the right bytes is not written again (one
+        whose bytes no longer match its name is rewritten). The
         copy goes to a temporary file in the target directory and is moved into place with
         os.replace, so readers never see half-written images and concurrent writers of the
         same image do not corrupt each other.
@@ -79,14 +80,13 @@ class ImageStore:
         target = self.path_for(relative)
         if not source.is_file():
             raise ImageStoreError(f"image file not found: {source}")
-        source_size = source.stat().st_size
-        if target.is_file() and target.stat().st_size == source_size:
+        if target.is_file():
             actual = sha256_file(source)
             if actual != expected:
-                raise ImageStoreError(
-                    f"image {source} has SHA-256 {actual}, expected {expected}"
-                )
-            return relative
+                raise ImageStoreError(f"image {source} has SHA-256 {actual}, expected {expected}")
+            if sha256_file(target) == expected:
+                return relative
+            logger.warning("stored image %s does not match its name; rewriting it from %s", target, source)
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=target.parent)

@@ -108,9 +108,25 @@ def resolve_data_file(name: str) -> Path:
     return path if path.is_absolute() or path.exists() else DATA_DIR / name
 
 
+def wordpiece_tokenizer(vocab_file: Path, lowercase: bool = True) -> Any:
+    """A BERT WordPiece tokenizer from a vocab file, built offline with the `tokenizers` library."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    backend = BertWordPieceTokenizer(str(vocab_file), lowercase=lowercase)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend._tokenizer,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+    )
+
+
 def build_tokenizer(config: TextConfig) -> Any:
     """Tokenizer from an id/local directory, or a WordPiece tokenizer from a 'vocab:<file>' spec."""
-    from transformers import AutoTokenizer, BertTokenizerFast
+    from transformers import AutoTokenizer
 
     spec = config.tokenizer or config.model_name
     if spec is None:
@@ -119,7 +135,7 @@ def build_tokenizer(config: TextConfig) -> Any:
         vocab_file = resolve_data_file(spec[len("vocab:") :])
         if not vocab_file.exists():
             raise FileNotFoundError(f"{vocab_file}: WordPiece vocab file not found")
-        return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=config.lowercase)
+        return wordpiece_tokenizer(vocab_file, lowercase=config.lowercase)
     local_only = not config.allow_download or Path(spec).expanduser().exists()
     try:
         return AutoTokenizer.from_pretrained(spec, local_files_only=local_only)
@@ -179,11 +195,7 @@ class TextModel(nn.Module):
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         encoded = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.config.max_length,
-            return_tensors="pt",
+            list(texts), padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
@@ -253,7 +265,7 @@ class KeepFITModel(nn.Module):
             config.name,
             config.vision.arch,
             self.vision_model.init,
-            config.text.model_name or config.text.architecture.get("model_type", "?") if config.text.architecture else config.text.model_name,
+            config.text.model_name,
             self.text_model.init,
         )
 

@@ -17,7 +17,6 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
@@ -40,6 +39,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "colour_fraction",
     "red_hue_fraction",
     "green_blue_hue_fraction",
+    "red_green_log_ratio",
     "luminance_mean",
     "luminance_std",
     "palette_concentration",
@@ -60,6 +60,7 @@ FEATURE_PHRASES: dict[str, tuple[str, str]] = {
     "colour_fraction": ("many coloured pixels", "few coloured pixels"),
     "red_hue_fraction": ("orange-red hues", "few orange-red hues"),
     "green_blue_hue_fraction": ("green/blue hues", "few green/blue hues"),
+    "red_green_log_ratio": ("red channel dominates green", "green channel as strong as red"),
     "luminance_mean": ("bright overall", "dark overall"),
     "luminance_std": ("high contrast", "low contrast"),
     "palette_concentration": ("few distinct colours", "many distinct colours"),
@@ -143,7 +144,7 @@ def extract_features(image: np.ndarray, max_side: int = 256) -> dict[str, float]
     channel_min = small.min(axis=2)
     luminance = 0.299 * small[:, :, 0] + 0.587 * small[:, :, 1] + 0.114 * small[:, :, 2]
 
-    white = channel_min > 0.92
+    white = channel_min > 0.85
     black = channel_max < 0.06
     content = ~(white | black)
     if content.sum() < 0.02 * content.size:
@@ -167,20 +168,32 @@ def extract_features(image: np.ndarray, max_side: int = 256) -> dict[str, float]
     edge_energy = float(magnitude.sum()) + 1e-6
     sharp_edge_fraction = float(magnitude[magnitude > 0.35].sum() / edge_energy)
 
-    # Thin bright vs thin dark structures (vessels) inside the field of view, away from its rim.
-    kernel_size = max(5, int(round(max(height, width) / 256 * 9)) | 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_size, kernel_size))
-    field = (channel_max > 0.06).astype(np.uint8)
-    field = cv2.erode(field, kernel, iterations=2).astype(bool) & ~white
+    # Thin bright vs thin dark lines (vessels): sign of the strongest Hessian eigenvalue at the
+    # most line-like pixels inside the field of view, away from its rim.
+    rim_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    field = cv2.erode((channel_max > 0.06).astype(np.uint8), rim_kernel, iterations=2).astype(bool) & ~white
     if field.sum() < 0.02 * field.size:
         field = np.ones_like(field)
-    top_hat = cv2.morphologyEx(luminance, cv2.MORPH_TOPHAT, kernel)
-    black_hat = cv2.morphologyEx(luminance, cv2.MORPH_BLACKHAT, kernel)
-    bright_lines = _masked_mean(top_hat, field)
-    dark_lines = _masked_mean(black_hat, field)
-    vessel_polarity = (bright_lines - dark_lines) / (bright_lines + dark_lines + 1e-4)
+    ridge = np.zeros_like(luminance)
+    for sigma in (1.0, 2.0):
+        smooth = cv2.GaussianBlur(luminance, (0, 0), sigma)
+        dxx = cv2.Sobel(smooth, cv2.CV_32F, 2, 0, ksize=3)
+        dyy = cv2.Sobel(smooth, cv2.CV_32F, 0, 2, ksize=3)
+        dxy = cv2.Sobel(smooth, cv2.CV_32F, 1, 1, ksize=3)
+        half_trace = 0.5 * (dxx + dyy)
+        spread = np.sqrt(0.25 * (dxx - dyy) ** 2 + dxy**2)
+        large = np.where(half_trace >= 0, half_trace + spread, half_trace - spread)
+        small_eig = np.where(half_trace >= 0, half_trace - spread, half_trace + spread)
+        line_like = np.clip(1.0 - np.abs(small_eig) / (np.abs(large) + 1e-6), 0.0, 1.0)
+        response = sigma**2 * large * line_like
+        ridge = np.where(np.abs(response) > np.abs(ridge), response, ridge)
+    field_ridge = ridge[field]
+    strongest = np.abs(field_ridge) >= np.quantile(np.abs(field_ridge), 0.9)
+    bright_lines = float(np.clip(-field_ridge[strongest], 0, None).sum())
+    dark_lines = float(np.clip(field_ridge[strongest], 0, None).sum())
+    vessel_polarity = (bright_lines - dark_lines) / (bright_lines + dark_lines + 1e-6)
     field_luminance = _masked_mean(luminance, field, 0.5)
-    ridge_strength = (bright_lines + dark_lines) / (field_luminance + 0.05)
+    ridge_strength = float(np.abs(field_ridge[strongest]).mean()) / (field_luminance + 0.05)
 
     # OCT: layers run horizontally, so smoothed gradients point up/down.
     blurred = cv2.GaussianBlur(luminance, (0, 0), 1.5)
@@ -219,6 +232,7 @@ def extract_features(image: np.ndarray, max_side: int = 256) -> dict[str, float]
         "colour_fraction": float(coloured.sum() / max(int(content.sum()), 1)),
         "red_hue_fraction": float(red_hue.sum() / coloured_count) if coloured.any() else 0.0,
         "green_blue_hue_fraction": float(green_blue_hue.sum() / coloured_count) if coloured.any() else 0.0,
+        "red_green_log_ratio": math.log((_masked_mean(small[:, :, 0], content) + 0.02) / (_masked_mean(small[:, :, 1], content) + 0.02)),
         "luminance_mean": _masked_mean(luminance, content),
         "luminance_std": float(luminance[content].std()) if content.any() else 0.0,
         "palette_concentration": palette_concentration,
@@ -231,3 +245,252 @@ def extract_features(image: np.ndarray, max_side: int = 256) -> dict[str, float]
         "corner_darkness": corner_darkness,
         "coarse_contrast": coarse_contrast,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Image model
+
+
+class ImageModel(BaseModel):
+    """Multinomial logistic model over standardised image features, loaded from JSON."""
+
+    version: str = Field(description="Identifier of the fitted parameters (changes when they are refitted).")
+    features: list[str] = Field(description="Feature names, in the order of the weight columns.")
+    classes: list[str] = Field(description="Image classes; may include internal ones such as grey_fundus.")
+    reported_as: dict[str, Modality] = Field(description="Modality each image class is reported as without caption evidence.")
+    mean: list[float] = Field(description="Feature means used for standardisation.")
+    scale: list[float] = Field(description="Feature standard deviations used for standardisation.")
+    weights: list[list[float]] = Field(description="One row of feature weights per class.")
+    bias: list[float] = Field(description="One bias per class.")
+    low_structure_contrast: float = Field(description="Coarse contrast below which an image is treated as structureless.")
+    low_structure_factor: float = Field(description="Confidence factor for structureless images (uniform, noise).")
+    fit_summary: dict[str, object] = Field(default_factory=dict, description="How and on what the parameters were fitted.")
+
+    def logits(self, features: dict[str, float]) -> np.ndarray:
+        vector = np.array([features[name] for name in self.features], dtype=np.float64)
+        standardised = (vector - np.array(self.mean)) / np.array(self.scale)
+        return np.array(self.weights) @ standardised + np.array(self.bias)
+
+    def contributions(self, features: dict[str, float], class_index: int) -> list[tuple[str, float]]:
+        """Per-feature push towards ``class_index`` relative to the mean of the other classes."""
+        vector = np.array([features[name] for name in self.features], dtype=np.float64)
+        standardised = (vector - np.array(self.mean)) / np.array(self.scale)
+        weights = np.array(self.weights)
+        others = np.delete(weights, class_index, axis=0).mean(axis=0)
+        push = (weights[class_index] - others) * standardised
+        return sorted(zip(self.features, push.tolist()), key=lambda item: -item[1])
+
+
+@functools.lru_cache(maxsize=8)
+def load_image_model(path: Path = DEFAULT_MODEL_PATH) -> ImageModel:
+    """Read and validate the fitted parameters (cached per path)."""
+    try:
+        model = ImageModel.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot load modality model {path}: {error}") from error
+    missing = set(model.features) - set(FEATURE_NAMES)
+    if missing:
+        raise ValueError(f"modality model {path} uses unknown features: {sorted(missing)}")
+    return model
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# Caption cues
+
+
+class CaptionCue(BaseModel):
+    """One family of caption words that points to a modality (and maybe a sublabel)."""
+
+    name: str = Field(description="Short name used in reasons.")
+    modality: Modality = Field(description="Modality the words point to.")
+    sublabel: str | None = Field(None, description="Finer label set when this cue decides the modality.")
+    weight: float = Field(description="Log-odds added to the modality when the cue matches.")
+    image_classes: list[str] = Field(
+        default_factory=list,
+        description="Image classes whose probability counts for this modality when the cue matches "
+        "(e.g. a grey fundus image is a red-free photo when the caption says so).",
+    )
+    patterns: list[str] = Field(description="Regular expressions, matched case-insensitively.")
+
+
+class CueMatch(BaseModel):
+    """A cue found in a caption."""
+
+    cue: CaptionCue
+    text: str = Field(description="The matched words.")
+
+
+class CaptionCues(BaseModel):
+    cues: list[CaptionCue]
+
+    def find(self, caption: str) -> list[CueMatch]:
+        matches = []
+        for cue, compiled in zip(self.cues, _compiled_patterns(self)):
+            for pattern in compiled:
+                found = pattern.search(caption)
+                if found:
+                    matches.append(CueMatch(cue=cue, text=found.group(0)))
+                    break
+        return matches
+
+
+_PATTERN_CACHE: dict[int, list[list[re.Pattern[str]]]] = {}
+
+
+def _compiled_patterns(cues: CaptionCues) -> list[list[re.Pattern[str]]]:
+    key = id(cues)
+    if key not in _PATTERN_CACHE:
+        _PATTERN_CACHE[key] = [[re.compile(p, re.IGNORECASE) for p in cue.patterns] for cue in cues.cues]
+    return _PATTERN_CACHE[key]
+
+
+@functools.lru_cache(maxsize=8)
+def load_caption_cues(path: Path = DEFAULT_CUES_PATH) -> CaptionCues:
+    """Read and validate the cue table (cached per path)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        cues = CaptionCues.model_validate(data)
+        for cue in cues.cues:
+            for pattern in cue.patterns:
+                re.compile(pattern)
+    except (OSError, ValueError, yaml.YAMLError, re.error) as error:
+        raise ValueError(f"cannot load caption cues {path}: {error}") from error
+    return cues
+
+
+# ---------------------------------------------------------------------------------------------
+# Decision
+
+
+def _describe_image(model: ImageModel, features: dict[str, float], class_index: int) -> str:
+    """Name the two or three features that pushed hardest towards the image class."""
+    phrases = []
+    for name, push in model.contributions(features, class_index)[:3]:
+        if push <= 0.25:
+            break
+        feature_index = model.features.index(name)
+        high = features[name] >= model.mean[feature_index]
+        phrases.append(FEATURE_PHRASES[name][0 if high else 1])
+    return ", ".join(phrases) if phrases else "no single feature dominates"
+
+
+def classify_modality(
+    image: np.ndarray, caption: str | None = None, options: ModalityOptions | None = None
+) -> ModalityResult:
+    """Decide CFP / FFA / OCT / other for one panel image, optionally helped by its caption.
+
+    ``caption`` should be the panel's own text plus the figure title, not the whole multi-panel
+    caption, so that cues of sibling panels do not leak in.
+    """
+    options = options or ModalityOptions()
+    model = load_image_model(Path(options.model_path))
+    features = extract_features(image, options.max_side)
+    image_probabilities = _softmax(model.logits(features))
+    image_best = int(np.argmax(image_probabilities))
+    image_class = model.classes[image_best]
+    image_modality = model.reported_as[image_class]
+    reasons = [
+        f"image: {_describe_image(model, features, image_best)} "
+        f"({image_class} score {image_probabilities[image_best]:.2f})"
+    ]
+
+    matches: list[CueMatch] = []
+    if caption and options.caption_weight > 0:
+        matches = load_caption_cues(Path(options.cues_path)).find(caption)
+
+    # Caption cues may claim image classes for their modality (grey fundus -> red-free CFP).
+    class_modality = dict(model.reported_as)
+    strongest_by_modality: dict[str, CueMatch] = {}
+    for match in matches:
+        current = strongest_by_modality.get(match.cue.modality)
+        if current is None or match.cue.weight > current.cue.weight:
+            strongest_by_modality[match.cue.modality] = match
+    for match in sorted(strongest_by_modality.values(), key=lambda item: item.cue.weight):
+        for image_class_name in match.cue.image_classes:
+            if image_class_name in class_modality:
+                class_modality[image_class_name] = match.cue.modality
+
+    modality_probability = {modality: 0.0 for modality in CLASSES}
+    for index, class_name in enumerate(model.classes):
+        modality_probability[class_modality[class_name]] += float(image_probabilities[index])
+    image_view = max(modality_probability, key=modality_probability.get)
+
+    scores = np.array(
+        [
+            math.log(max(modality_probability[modality], 1e-6))
+            + options.caption_weight * (strongest_by_modality[modality].cue.weight if modality in strongest_by_modality else 0.0)
+            for modality in CLASSES
+        ]
+    )
+    combined = _softmax(scores)
+    best = int(np.argmax(combined))
+    modality: Modality = CLASSES[best]
+    confidence = float(combined[best])
+
+    for match in matches:
+        reasons.append(f"caption: mentions {match.text!r} ({match.cue.name} -> {match.cue.modality})")
+    caption_modality = (
+        max(strongest_by_modality.values(), key=lambda item: item.cue.weight).cue.modality if strongest_by_modality else None
+    )
+    if caption_modality is not None and caption_modality != image_view:
+        confidence *= options.disagreement_penalty
+        reasons.append(
+            f"disagreement: image looks like {image_view}, caption points to {caption_modality}; "
+            f"chose {modality} with lowered confidence"
+        )
+    if len(strongest_by_modality) > 1:
+        confidence *= options.disagreement_penalty
+        reasons.append(f"caption names several modalities: {', '.join(sorted(strongest_by_modality))}")
+
+    if features["coarse_contrast"] < model.low_structure_contrast:
+        confidence *= model.low_structure_factor
+        reasons.append(
+            f"image: almost no large-scale structure (contrast {features['coarse_contrast']:.3f}); confidence lowered"
+        )
+
+    sublabel = None
+    if modality in strongest_by_modality:
+        sublabel = strongest_by_modality[modality].cue.sublabel
+        if sublabel is None:
+            sublabels = {match.cue.sublabel for match in matches if match.cue.modality == modality and match.cue.sublabel}
+            sublabel = sublabels.pop() if len(sublabels) == 1 else None
+    if caption_modality is None and image_class != image_modality and image_class != modality:
+        reasons.append(f"image class {image_class} is reported as {modality} without a caption cue")
+
+    confidence = min(max(confidence, 0.0), 1.0)
+    needs_review = confidence < options.review_threshold
+    if needs_review:
+        reasons.append(f"confidence {confidence:.2f} below review threshold {options.review_threshold:.2f}")
+    return ModalityResult(
+        modality=modality,
+        sublabel=sublabel,
+        confidence=round(confidence, 4),
+        reasons=reasons,
+        needs_review=needs_review,
+        image_probabilities={name: round(float(p), 4) for name, p in zip(model.classes, image_probabilities)},
+    )
+
+
+def classify_batch(
+    images: Iterable[np.ndarray | None],
+    captions: Sequence[str | None] | None = None,
+    options: ModalityOptions | None = None,
+) -> list[ModalityResult | None]:
+    """Classify many panels; a bad image yields None (logged) and the rest go on."""
+    options = options or ModalityOptions()
+    results: list[ModalityResult | None] = []
+    for index, image in enumerate(images):
+        caption = captions[index] if captions is not None else None
+        try:
+            if image is None:
+                raise ValueError("no image")
+            results.append(classify_modality(image, caption, options))
+        except ValueError as error:
+            logger.warning("modality: panel %d skipped: %s", index, error)
+            results.append(None)
+    return results

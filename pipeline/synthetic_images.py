@@ -196,10 +196,10 @@ _OCT_LAYERS = (
     (0.91, 0.35),
     (0.95, 1.00),  # retinal pigment epithelium
     (1.02, 0.95),
-    (1.06, 0.55),  # choroid
-    (1.40, 0.40),
-    (1.70, 0.08),
-    (3.00, 0.04),
+    (1.06, 0.50),  # choroid
+    (1.22, 0.32),
+    (1.42, 0.06),
+    (3.00, 0.03),
 )
 
 
@@ -211,7 +211,7 @@ def oct_image(rng: np.random.Generator, size: Size) -> np.ndarray:
     thickness = height * float(rng.uniform(0.28, 0.36))
     curvature = float(rng.uniform(-0.3, 0.5)) * height / (width**2)
     surface = height * float(rng.uniform(0.3, 0.4)) + curvature * (xs - width / 2) ** 2
-    dip = thickness * float(rng.uniform(0.25, 0.45)) * np.exp(-(((xs - fovea_x) / (width * 0.07)) ** 2))
+    dip = thickness * float(rng.uniform(0.25, 0.45)) * np.exp(-(((xs - fovea_x) / (width * 0.1)) ** 2))
     inner_surface = surface + dip
     outer_surface = surface + thickness
     yy = np.arange(height, dtype=np.float32)[:, None]
@@ -225,10 +225,7 @@ def oct_image(rng: np.random.Generator, size: Size) -> np.ndarray:
     return _to_rgb(image)
 
 
-_DIAGRAM_LABELS = (
-    ("Cornea", "Lens", "Iris", "Retina", "Choroid", "Sclera", "Optic nerve", "Fovea", "Vitreous"),
-    ("RNFL", "GCL", "INL", "ONL", "RPE", "Bruch", "Choroid", "ILM"),
-)
+_DIAGRAM_LABELS = ("Cornea", "Lens", "Iris", "Retina", "Choroid", "Sclera", "Optic nerve", "Fovea", "Vitreous")
 
 
 def diagram_image(rng: np.random.Generator, size: Size) -> np.ndarray:
@@ -248,7 +245,8 @@ def diagram_image(rng: np.random.Generator, size: Size) -> np.ndarray:
     nerve_y = center[1] + int(radius * rng.uniform(-0.1, 0.1))
     cv2.line(canvas, (center[0] + radius, nerve_y - radius // 8), (width - 2, nerve_y - radius // 6), ink, line)
     cv2.line(canvas, (center[0] + radius, nerve_y + radius // 8), (width - 2, nerve_y + radius // 6), ink, line)
-    labels = _DIAGRAM_LABELS[int(rng.integers(0, len(_DIAGRAM_LABELS)))]
+    labels = list(_DIAGRAM_LABELS)
+    rng.shuffle(labels)
     font_scale = max(0.3, scale / 900.0)
     for index in range(int(rng.integers(4, 7))):
         label = labels[index % len(labels)]

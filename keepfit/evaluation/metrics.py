@@ -11,11 +11,13 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ClassificationMetrics(BaseModel):
     """Metrics of one set of predictions (one fold)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
 
     aca: float = Field(description="Balanced accuracy: mean of the diagonal of the row-normalised confusion matrix.")
     accuracy: float = Field(description="Fraction of samples whose argmax prediction equals the label.")
@@ -179,6 +181,8 @@ def classification_metrics(
 
 class MetricSummary(BaseModel):
     """Mean and spread of one metric over folds."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
 
     mean: float = Field(description="Mean over folds (NaN folds ignored).")
     std: float = Field(description="Population standard deviation over folds (ddof=0, as the published tables).")

@@ -107,9 +107,10 @@ def repeated_random_split(labels: np.ndarray, fold: int, options: SplitOptions) 
 
 
 def stratified_kfold_splits(labels: np.ndarray, options: SplitOptions, seed: int = 0) -> list[Split]:
-    """k disjoint, per-class balanced test folds; train (then val) taken from the rest of each class.
+    """k disjoint, per-class balanced test folds; val then train drawn from the rest of each class.
 
-    Every sample is tested exactly once when k <= the smallest class size.
+    Every sample is tested exactly once. Here `val` is a count or a percentage of the class and
+    `train` a count or a percentage of what remains after the test fold and val ("100%" = all).
     """
     labels = np.asarray(labels)
     k = options.folds
@@ -124,18 +125,22 @@ def stratified_kfold_splits(labels: np.ndarray, options: SplitOptions, seed: int
         chunks_per_class[int(class_index)] = np.array_split(members[rng.permutation(members.size)], k)
     splits = []
     for fold in range(k):
+        fold_rng = np.random.default_rng([seed, fold])
         train, val, test = [], [], []
         for class_index, chunks in chunks_per_class.items():
             test.append(chunks[fold])
             rest = np.concatenate([chunk for index, chunk in enumerate(chunks) if index != fold])
-            rest = rest[np.random.default_rng(seed * 1000 + fold).permutation(rest.size)]
+            rest = rest[fold_rng.permutation(rest.size)]
             class_size = sum(chunk.size for chunk in chunks)
-            if options.train == "100%" or options.train == "80%" and options.val == "0%":
-                class_train, class_val = rest, rest[:0]
-            else:
-                class_train, class_val = _take_train_val(rest, class_size, options, class_index)
-            train.append(class_train)
-            val.append(class_val)
+            n_val = shots_for_class(options.val, class_size)
+            n_train = shots_for_class(options.train, rest.size - n_val)
+            if n_val + n_train > rest.size:
+                raise ValueError(
+                    f"class {class_index}: asked for {n_train} train + {n_val} val samples but only "
+                    f"{rest.size} remain outside test fold {fold}"
+                )
+            val.append(rest[:n_val])
+            train.append(rest[n_val : n_val + n_train])
         splits.append(Split(fold, *(np.sort(np.concatenate(p)).astype(np.int64) for p in (train, val, test))))
     return splits
 

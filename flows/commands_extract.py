@@ -1,0 +1,54 @@
+"""`mmretinal extract`: step 1 on its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def expand_pdf_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given; directories contribute their *.pdf files, sorted."""
+    paths: list[Path] = []
+    for item in inputs:
+        paths.extend(sorted(item.glob("*.pdf")) if item.is_dir() else [item])
+    return paths
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def extract(
+        pdfs: list[Path] = typer.Argument(..., help="Atlas PDFs, or directories holding them."),
+        out: Path = typer.Option(Path("extraction"), "--out", "-o", help="Output directory (one folder per PDF)."),
+        ocr_engine: str = typer.Option("rapidocr", help="OCR engine for scanned pages: rapidocr or paddleocr."),
+        paddle_det_model_dir: Path = typer.Option(None, help="PaddleOCR: local text-detection model directory."),
+        paddle_rec_model_dir: Path = typer.Option(None, help="PaddleOCR: local text-recognition model directory."),
+        allow_repaired: bool = typer.Option(False, help="Accept damaged PDFs that had to be repaired."),
+    ) -> None:
+        """Step 1: find figure regions, text blocks and candidate captions in atlas PDFs."""
+        from pipeline.extract import ExtractOptions, extract_pdfs
+        from pipeline.ocr import OcrOptions
+        from pipeline.records import Status
+
+        options = ExtractOptions(
+            allow_repaired=allow_repaired,
+            ocr=OcrOptions(
+                engine=ocr_engine,
+                paddle_det_model_dir=paddle_det_model_dir,
+                paddle_rec_model_dir=paddle_rec_model_dir,
+            ),
+        )
+        outcomes = extract_pdfs(expand_pdf_inputs(pdfs), out, options)
+        typer.echo(f"{'PDF':40} {'status':8} {'pages':>5} {'scanned':>7} {'regions':>7} {'captions':>8}")
+        for outcome in outcomes:
+            name = Path(outcome.path).name
+            if outcome.status == Status.failed:
+                typer.echo(f"{name:40} {'failed':8} {outcome.error}")
+            else:
+                typer.echo(
+                    f"{name:40} {outcome.status.value:8} {outcome.pages:>5} {outcome.scanned_pages:>7}"
+                    f" {outcome.regions:>7} {outcome.captions:>8}"
+                )
+        typer.echo(f"output: {out.resolve()}")
+        if any(o.status == Status.failed for o in outcomes):
+            raise typer.Exit(1)

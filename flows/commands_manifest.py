@@ -1,0 +1,193 @@
+"""`mmretinal manifest list|show|diff|verify` and `mmretinal export`: the registry from the shell."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+ROOT_HELP = "Registry root (default: ./data_manifests, or $MMRETINAL_REGISTRY)."
+STORE_HELP = "Image store (default: the one the version recorded, or $MMRETINAL_IMAGE_STORE)."
+
+
+class ExportFormat(str, Enum):
+    flair_csv = "flair-csv"
+
+
+class CaptionLanguage(str, Enum):
+    en = "en"
+    zh = "zh"
+
+
+class LinkMode(str, Enum):
+    copy = "copy"
+    symlink = "symlink"
+
+
+def _root(root: Path | None) -> Path:
+    from data_manifests.registry import default_registry_root
+
+    return root if root is not None else default_registry_root()
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _format_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in counts.items()) or "-"
+
+
+def register(app: typer.Typer) -> None:
+    manifest_app = typer.Typer(help="Inspect, compare and verify published dataset versions.", no_args_is_help=True)
+    app.add_typer(manifest_app, name="manifest")
+
+    @manifest_app.command("list")
+    def list_command(
+        dataset: str | None = typer.Argument(None, help="Dataset name, e.g. mm-retinal; all datasets when omitted."),
+        root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+    ) -> None:
+        """List published versions with their size, parent and fingerprint."""
+        from data_manifests.registry import RegistryError, list_datasets, list_versions, read_meta
+
+        registry = _root(root)
+        try:
+            datasets = [dataset] if dataset else list_datasets(registry)
+            if not datasets:
+                typer.echo(f"no published datasets under {registry}")
+                return
+            for name in datasets:
+                versions = list_versions(registry, name)
+                if not versions:
+                    typer.echo(f"{name}: no published versions")
+                    continue
+                for version in versions:
+                    meta = read_meta(registry / name / version)
+                    typer.echo(
+                        f"{name}/{version}\t{meta.created}\t{meta.n_pairs} pairs\t"
+                        f"parent {meta.parent or '-'}\t{meta.content_fingerprint[:12]}"
+                    )
+        except RegistryError as exc:
+            _fail(str(exc))
+
+    @manifest_app.command("show")
+    def show_command(
+        ref: str = typer.Argument(..., help="Version, e.g. mm-retinal/v1 or mm-retinal/latest."),
+        rows: int = typer.Option(0, "--rows", "-n", min=0, help="Also print the first N rows."),
+        as_json: bool = typer.Option(False, "--json", help="Print manifest.json as is."),
+        root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+    ) -> None:
+        """Show a version's provenance and counts."""
+        from data_manifests.registry import RegistryError, load_manifest
+
+        try:
+            loaded = load_manifest(_root(root), ref)
+        except RegistryError as exc:
+            _fail(str(exc))
+        meta = loaded.meta
+        if as_json:
+            typer.echo(json.dumps(meta.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        else:
+            typer.echo(f"{meta.dataset}/{meta.version}  (parent {meta.parent or '-'})")
+            typer.echo(f"created:             {meta.created}")
+            typer.echo(f"pipeline version:    {meta.pipeline_version}")
+            typer.echo(f"config hash:         {meta.config_hash}")
+            typer.echo(f"content fingerprint: {meta.content_fingerprint}")
+            typer.echo(f"image store:         {loaded.image_store}")
+            typer.echo(f"pairs:               {meta.n_pairs}")
+            typer.echo(f"by modality:         {_format_counts(meta.counts.by_modality)}")
+            typer.echo(f"by book:             {_format_counts(meta.counts.by_book)}")
+            typer.echo(f"by review status:    {_format_counts(meta.counts.by_review_status)}")
+            typer.echo(f"excluded:            {meta.excluded.n_excluded} ({_format_counts(meta.excluded.by_reason)})")
+            for name, sha in meta.input_pdfs.items():
+                typer.echo(f"input pdf:           {name}  {sha}")
+        if rows:
+            columns = ["pair_id", "modality", "review_status", "alignment_score", "caption_en"]
+            frame = loaded.table.slice(0, rows).select(columns).to_pandas()
+            frame["caption_en"] = [" ".join((text or "").split()) for text in frame["caption_en"]]
+            typer.echo(frame.to_string(index=False, max_colwidth=60))
+
+    @manifest_app.command("diff")
+    def diff_command(
+        a: str = typer.Argument(..., help="Older version, e.g. mm-retinal/v1."),
+        b: str = typer.Argument(..., help="Newer version, e.g. mm-retinal/v2."),
+        root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+    ) -> None:
+        """List pairs added, removed and changed (with the changed columns) between two versions."""
+        from data_manifests.compare import diff
+        from data_manifests.registry import RegistryError
+
+        try:
+            result = diff(a, b, root=_root(root))
+        except RegistryError as exc:
+            _fail(str(exc))
+        for pair_id in result.added:
+            typer.echo(f"+ {pair_id}")
+        for pair_id in result.removed:
+            typer.echo(f"- {pair_id}")
+        for change in result.changed:
+            typer.echo(f"~ {change.pair_id}: {', '.join(change.columns)}")
+        typer.echo(
+            f"{result.a} -> {result.b}: {len(result.added)} added, {len(result.removed)} removed, "
+            f"{len(result.changed)} changed"
+        )
+
+    @manifest_app.command("verify")
+    def verify_command(
+        ref: str = typer.Argument(..., help="Version to check, e.g. mm-retinal/v1."),
+        root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        image_store: Path | None = typer.Option(None, "--image-store", help=STORE_HELP),
+    ) -> None:
+        """Re-hash every image and the manifest; exit 1 when anything is missing or altered."""
+        from data_manifests.registry import RegistryError
+        from data_manifests.verify import verify
+
+        try:
+            report = verify(_root(root), ref, image_store=image_store)
+        except RegistryError as exc:
+            _fail(str(exc))
+        for problem in report.problems:
+            typer.echo(problem.line())
+        typer.echo(
+            f"{report.ref}: {report.n_pairs} pairs, {report.n_images_checked} images checked, "
+            f"{len(report.problems)} problem(s)"
+        )
+        if not report.ok:
+            raise typer.Exit(1)
+
+    @app.command("export")
+    def export_command(
+        ref: str = typer.Argument(..., help="Version to export, e.g. mm-retinal/v1."),
+        out: Path = typer.Option(..., "--out", help="Directory for the CSV files."),
+        export_format: ExportFormat = typer.Option(ExportFormat.flair_csv, "--format", help="Output format."),
+        image_root: Path | None = typer.Option(
+            None, "--image-root", help="Directory the CSV image paths are relative to (default: OUT/images)."
+        ),
+        language: CaptionLanguage = typer.Option(CaptionLanguage.en, "--language", help="Caption language."),
+        link_mode: LinkMode = typer.Option(LinkMode.copy, "--link-mode", help="Copy images or symlink to the store."),
+        root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        image_store: Path | None = typer.Option(None, "--image-store", help=STORE_HELP),
+    ) -> None:
+        """Write a version as KeepFIT/FLAIR dataframes (CFP: image,caption; FFA/OCT: image,atributes,categories)."""
+        from data_manifests.export import FlairExportOptions, export_flair_csv
+        from data_manifests.registry import RegistryError, load_manifest
+
+        try:
+            loaded = load_manifest(_root(root), ref, image_store=image_store)
+        except RegistryError as exc:
+            _fail(str(exc))
+        options = FlairExportOptions(language=language.value, image_root=image_root, link_mode=link_mode.value)
+        result = export_flair_csv(loaded, out, options=options)
+        for modality, csv_file in result.csv_files.items():
+            typer.echo(f"{modality}: {result.rows[modality]} rows -> {csv_file}")
+        typer.echo(f"images under {result.image_root}")
+        if result.skipped_no_caption:
+            typer.echo(f"{len(result.skipped_no_caption)} pair(s) without a {language.value} caption left out")
+        for error in result.errors:
+            typer.echo(f"error: {error}", err=True)
+        if result.errors:
+            raise typer.Exit(1)

@@ -1,0 +1,204 @@
+"""Run (checkpoint x experiment x method) evaluations over folds and collect typed results."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from keepfit.evaluation.datasets import LabeledImageSet, load_experiment_dataset
+from keepfit.evaluation.features import FeatureCache, FeatureSet, model_fingerprint
+from keepfit.evaluation.methods import FoldData, MethodContext, MethodOptions, create_method
+from keepfit.evaluation.metrics import (
+    ClassificationMetrics,
+    MetricSummary,
+    classification_metrics,
+    summarise_folds,
+    summed_confusion_matrix,
+)
+from keepfit.evaluation.protocols import ImageTextEncoder
+from keepfit.evaluation.registry import ExperimentSpec, load_experiments
+from keepfit.evaluation.splits import Split, SplitOptions, make_splits
+
+logger = logging.getLogger(__name__)
+
+
+def default_split(method: str, folds: int | None = None) -> SplitOptions:
+    """The paper's defaults: zero-shot tests on every image once; trained methods 80% / 20%, 5 folds."""
+    if method == "zero_shot":
+        return SplitOptions(train="0%", val="0%", test="100%", folds=folds or 1)
+    return SplitOptions(train="80%", val="0%", test="20%", folds=folds or 5)
+
+
+class FoldResult(BaseModel):
+    """Metrics of one fold and the sizes of its sets."""
+
+    fold: int = Field(description="Fold index (also the shuffling seed for repeated random splits).")
+    n_train: int = Field(description="Training samples.")
+    n_val: int = Field(description="Validation samples.")
+    n_test: int = Field(description="Test samples.")
+    metrics: ClassificationMetrics = Field(description="Test-set metrics.")
+    seconds: float = Field(description="Wall time of fit + predict.")
+
+
+class EvaluationResult(BaseModel):
+    """One method on one experiment for one checkpoint, over all folds."""
+
+    experiment: str = Field(description="Experiment name from the registry.")
+    method: str = Field(description="Transfer method.")
+    checkpoint: str = Field(description="Checkpoint path or model config name, as given.")
+    model_sha256: str = Field(description="SHA-256 of the model weights (the feature-cache identity).")
+    classes: list[str] = Field(description="Class names in label order.")
+    graded: bool = Field(description="Whether quadratic-weighted kappa applies.")
+    class_counts: list[int] = Field(description="Samples per class in the dataset after skipped rows.")
+    skipped_rows: int = Field(description="Dataframe rows left out (unparseable, other classes, missing images).")
+    split: SplitOptions = Field(description="How folds were drawn.")
+    method_options: MethodOptions = Field(description="Hyperparameters used.")
+    folds: list[FoldResult] = Field(description="Per-fold results.")
+    summary: dict[str, MetricSummary] = Field(description="Mean and std over folds per metric.")
+    confusion_matrix: list[list[int]] = Field(description="Test confusion matrices summed over folds.")
+    feature_cache_key: str = Field(description="Key of the cached features used.")
+    feature_cache_hit: bool = Field(description="Whether the features came from the cache.")
+    created_at: str = Field(description="UTC time the evaluation finished (ISO 8601).")
+
+    def metric(self, name: str) -> tuple[float, float]:
+        item = self.summary.get(name)
+        return (item.mean, item.std) if item else (math.nan, math.nan)
+
+
+class EvaluationOptions(BaseModel):
+    """Everything that defines an evaluation run apart from the model."""
+
+    data_root: str = Field(description="Directory the dataframes' image paths are relative to.")
+    dataframe_dir: str | None = Field(None, description="Directory holding the experiment CSVs (default: data root).")
+    cache_dir: str | None = Field(None, description="Feature cache directory; in memory only when unset.")
+    registry_paths: list[str] = Field(default_factory=list, description="Extra experiment registry YAML files.")
+    split: SplitOptions | None = Field(None, description="Split options; the method's paper default when unset.")
+    folds: int | None = Field(None, description="Override the number of folds of the (default) split.")
+    methods: MethodOptions = Field(default_factory=MethodOptions, description="Method hyperparameters.")
+
+
+def _drop_unreadable(split: Split, features: FeatureSet) -> Split:
+    if features.valid.all():
+        return split
+    keep = features.valid
+
+    def filtered(indices: np.ndarray) -> np.ndarray:
+        return indices[keep[indices]]
+
+    return Split(split.fold, filtered(split.train), filtered(split.val), filtered(split.test))
+
+
+def evaluate_method(
+    model: ImageTextEncoder,
+    spec: ExperimentSpec,
+    dataset: LabeledImageSet,
+    method: str,
+    options: EvaluationOptions,
+    cache: FeatureCache,
+    checkpoint_label: str,
+    model_hash: str | None = None,
+    context: MethodContext | None = None,
+) -> EvaluationResult:
+    """All folds of one method on one experiment; features come from (or go to) `cache`."""
+    model_hash = model_hash or model_fingerprint(model)
+    split_options = options.split or default_split(method, options.folds)
+    if options.split is not None and options.folds is not None:
+        split_options = split_options.model_copy(update={"folds": options.folds})
+    hits_before = cache.hits
+    features = cache.get_or_compute(
+        model, dataset, model_hash, batch_size=options.methods.batch_size, num_workers=options.methods.num_workers
+    )
+    cache_hit = cache.hits > hits_before
+    if context is None or context.classes != spec.classes:
+        context = MethodContext(model=model, classes=spec.classes, options=options.methods)
+    fold_results: list[FoldResult] = []
+    for split in make_splits(dataset.labels, split_options):
+        split = _drop_unreadable(split, features)
+        if split.test.size == 0:
+            raise ValueError(f"{spec.name} fold {split.fold}: empty test set with split {split_options}")
+        started = time.perf_counter()
+        fold = FoldData(split=split, labels=dataset.labels, features=features, dataset=dataset)
+        transfer = create_method(method, context)
+        transfer.fit(fold)
+        scores = transfer.predict(fold, split.test)
+        metrics = classification_metrics(dataset.labels[split.test], scores, len(spec.classes), graded=spec.graded)
+        elapsed = time.perf_counter() - started
+        logger.info(
+            "%s %s fold %d: ACA %.3f AUC %.3f (%d train / %d test, %.1f s)",
+            spec.name, method, split.fold, metrics.aca, metrics.auc, split.train.size, split.test.size, elapsed,
+        )
+        fold_results.append(
+            FoldResult(
+                fold=split.fold,
+                n_train=int(split.train.size),
+                n_val=int(split.val.size),
+                n_test=int(split.test.size),
+                metrics=metrics,
+                seconds=elapsed,
+            )
+        )
+    fold_metrics = [result.metrics for result in fold_results]
+    return EvaluationResult(
+        experiment=spec.name,
+        method=method,
+        checkpoint=checkpoint_label,
+        model_sha256=model_hash,
+        classes=spec.classes,
+        graded=spec.graded,
+        class_counts=dataset.class_counts(),
+        skipped_rows=len(dataset.skipped),
+        split=split_options,
+        method_options=options.methods,
+        folds=fold_results,
+        summary=summarise_folds(fold_metrics),
+        confusion_matrix=summed_confusion_matrix(fold_metrics),
+        feature_cache_key=features.key,
+        feature_cache_hit=cache_hit,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def evaluate_model(
+    model: ImageTextEncoder,
+    checkpoint_label: str,
+    experiments: Sequence[str],
+    methods: Sequence[str],
+    options: EvaluationOptions,
+    cache: FeatureCache | None = None,
+) -> list[EvaluationResult]:
+    """Every method on every experiment; the model is hashed once and features extracted once per experiment."""
+    registry = load_experiments(*options.registry_paths)
+    cache = cache or FeatureCache(options.cache_dir)
+    model_hash = model_fingerprint(model)
+    results = []
+    for name in experiments:
+        spec = registry.get(name)
+        dataset = load_experiment_dataset(spec, options.data_root, options.dataframe_dir)
+        context = MethodContext(model=model, classes=spec.classes, options=options.methods)
+        for method in methods:
+            results.append(
+                evaluate_method(model, spec, dataset, method, options, cache, checkpoint_label, model_hash, context)
+            )
+    return results
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    experiments: Sequence[str],
+    methods: Sequence[str],
+    options: EvaluationOptions,
+    cache: FeatureCache | None = None,
+) -> list[EvaluationResult]:
+    """Load a checkpoint (or a model config name) with `keepfit.load` and evaluate it."""
+    import keepfit
+
+    model = keepfit.load(str(checkpoint), device=options.methods.device)
+    model.eval()
+    return evaluate_model(model, str(checkpoint), experiments, methods, options, cache)

@@ -1,0 +1,57 @@
+"""KeepFIT objective: soft-target CLIP on FLAIR + CLIP on MM-Retinal + MSE to the expert attention."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LossConfig(BaseModel):
+    """Weights of the three terms; a zero weight switches the term off (ablations)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flair_clip_weight: float = Field(1.0, description="Weight of the soft-target CLIP loss on FLAIR batches.")
+    expert_clip_weight: float = Field(1.0, description="lambda1: weight of the CLIP loss on MM-Retinal batches.")
+    knowledge_mse_weight: float = Field(
+        100.0, description="lambda2: weight of MSE(FLAIR text embeddings, expert attention output)."
+    )
+
+    @property
+    def uses_expert_batches(self) -> bool:
+        return self.expert_clip_weight > 0 or self.knowledge_mse_weight > 0
+
+
+def category_targets(selected: Sequence[str], categories: Sequence[Sequence[str]]) -> torch.Tensor:
+    """Text-by-image match matrix: text i (about `selected[i]`) matches image j holding that category.
+
+    The diagonal is always 1 since each text was drawn from its own image's categories.
+    """
+    sets = [set(c) | {s} for s, c in zip(selected, categories, strict=True)]
+    return torch.tensor([[1.0 if s in image_set else 0.0 for image_set in sets] for s in selected])
+
+
+def clip_loss(
+    image_embeddings: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    logit_scale: torch.Tensor,
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean of CE(text->image) and CE(image->text); `targets` [text, image] are row-normalised per side."""
+    logits_per_text = logit_scale * text_embeddings.float() @ image_embeddings.float().t()
+    if targets is None:
+        labels = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
+        return 0.5 * (F.cross_entropy(logits_per_text, labels) + F.cross_entropy(logits_per_text.t(), labels))
+    targets = targets.to(logits_per_text.device, torch.float32)
+    text_to_image = targets / targets.sum(dim=1, keepdim=True)
+    image_to_text = targets.t() / targets.t().sum(dim=1, keepdim=True)
+    return 0.5 * (
+        F.cross_entropy(logits_per_text, text_to_image) + F.cross_entropy(logits_per_text.t(), image_to_text)
+    )
+
+
+def knowledge_mse(text_embeddings: torch.Tensor, attention_output: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(attention_output.float(), text_embeddings.float())

@@ -1,0 +1,55 @@
+"""Figure-number patterns shared by caption detection (step 1) and caption parsing (step 2).
+
+Tolerant of the noise OCR and typesetting add: full-width digits and punctuation, spaces
+inside numbers (`图3 - 1 2`), dashes read as `一`/`—`/`–`, `l`/`I` read for `1` and `O` for `0`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_DIGIT = r"(?:[0-9]|[lIO](?![A-Za-z]))"
+_DASH = r"[-－—–一‐‑~～]"
+_RUN = rf"{_DIGIT}(?:[ ]?{_DIGIT}){{0,2}}"
+_NUMBER = rf"{_RUN}(?:\s*{_DASH}\s*{_RUN}){{1,2}}"
+
+CAPTION_START = re.compile(
+    rf"""^\s*(?:
+        (?P<zh>图)\s*(?P<zh_id>{_NUMBER})
+      | (?P<figure>FIGURE|FIG\.?)\s*(?P<figure_id>{_NUMBER})\s*[.:]?
+      | (?P<fig>Fig(?:ure)?\.?)\s*(?P<fig_id>{_NUMBER})\s*[.:]?
+    )""",
+    re.VERBOSE,
+)
+
+_OCR_DIGITS = str.maketrans({"l": "1", "I": "1", "O": "0"})
+
+
+def normalise_width(text: str) -> str:
+    """Full-width ASCII forms to half-width (NFKC), keeping CJK punctuation like 。and ，."""
+    return "".join(
+        unicodedata.normalize("NFKC", ch) if "\uff01" <= ch <= "\uff5e" or ch == "\u3000" else ch for ch in text
+    )
+
+
+def normalise_figure_id(raw: str) -> str:
+    """'3 - 1 2' / '３－１２' / '3一l2' -> '3-12'."""
+    parts = re.split(_DASH, re.sub(r"\s+", "", normalise_width(raw)))
+    return "-".join(p.translate(_OCR_DIGITS).lstrip("0") or "0" for p in parts if p)
+
+
+def match_caption_start(text: str) -> tuple[str, str, int] | None:
+    """Return (figure_id, style, end offset) when `text` starts with a figure number.
+
+    style is 'zh' (图3-12), 'en_figure' (FIGURE 3-12, the English book style) or 'en_fig'
+    (Fig. 3-12, the English half of a bilingual caption).
+    """
+    m = CAPTION_START.match(normalise_width(text))
+    if not m:
+        return None
+    if m.group("zh"):
+        return normalise_figure_id(m.group("zh_id")), "zh", m.end()
+    if m.group("figure"):
+        return normalise_figure_id(m.group("figure_id")), "en_figure", m.end()
+    return normalise_figure_id(m.group("fig_id")), "en_fig", m.end()

@@ -1,0 +1,590 @@
+"""Step 1: figure regions, text blocks and candidate captions from atlas PDFs.
+
+Born-digital pages use PyMuPDF's text layer and embedded images (with their placement boxes);
+pages without a usable text layer are deskewed, OCR'd, and their figures found on the raster.
+Each PDF is written to `<out>/<book>/` (extraction.json + images/<sha256>.png) through a
+temporary directory renamed into place, so a failure never leaves half an output behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pymupdf
+from pydantic import BaseModel, Field
+
+from pipeline import __version__
+from pipeline.layout import column_of, detect_columns, find_captions, mark_running_text, reading_order, union_bbox
+from pipeline.ocr import OcrEngine, OcrLine, OcrOptions, create_ocr_engine
+from pipeline.records import (
+    BBox,
+    DocumentExtraction,
+    FigureRegion,
+    PageRecord,
+    SourceDocument,
+    Status,
+    TextBlock,
+)
+
+log = logging.getLogger(__name__)
+
+EXTRACTION_FILE = "extraction.json"
+
+
+class ExtractOptions(BaseModel):
+    """Options of step 1 (also its CLI options and Prefect parameters)."""
+
+    min_figure_side: float = Field(36.0, description="Images with a side shorter than this (points) are decorations.")
+    min_figure_area: float = Field(2500.0, description="Images smaller than this area (points²) are decorations.")
+    tile_gap: float = Field(1.5, description="Images closer than this (points) with aligned edges are tiles of one figure.")
+    scanned_min_chars: int = Field(
+        8, description="A page with fewer native text characters than this is treated as scanned and OCR'd."
+    )
+    raster_max_dpi: int = Field(220, description="Highest resolution at which a scanned page is processed.")
+    max_image_dpi: int = Field(300, description="Highest resolution at which merged figures are rendered.")
+    header_band: float = Field(0.06, description="Fraction of page height at top/bottom holding running headers.")
+    caption_gap: float = Field(1.2, description="Largest gap (in line heights) between blocks of one caption.")
+    max_skew_degrees: float = Field(3.0, description="Largest skew searched when deskewing scanned pages.")
+    allow_repaired: bool = Field(
+        False, description="Accept damaged PDFs that PyMuPDF had to repair (otherwise they are reported as errors)."
+    )
+    ocr: OcrOptions = Field(default_factory=OcrOptions, description="OCR engine settings for scanned pages.")
+
+
+class ExtractionError(Exception):
+    """A PDF that cannot be processed; the message says why in one line."""
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def book_id(path: Path) -> str:
+    """Stable book id from the file name: lower-case words joined by '-'."""
+    slug = re.sub(r"[^\w]+", "-", path.stem.lower()).strip("-_")
+    return slug or "book"
+
+
+def open_pdf(path: Path, options: ExtractOptions) -> pymupdf.Document:
+    """Open a PDF or raise ExtractionError with the reason in plain words."""
+    if not path.exists():
+        raise ExtractionError("no such file")
+    if not path.is_file():
+        raise ExtractionError("not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ExtractionError("empty file (0 bytes)")
+    with open(path, "rb") as handle:
+        head = handle.read(1024)
+        handle.seek(max(0, size - 2048))
+        tail = handle.read()
+    if b"%PDF-" not in head:
+        raise ExtractionError("not a PDF (no %PDF- header)")
+    try:
+        doc = pymupdf.open(path, filetype="pdf")
+    except Exception as exc:  # PyMuPDF raises several types for broken files
+        raise ExtractionError(f"corrupt PDF ({exc})") from exc
+    if doc.needs_pass:
+        doc.close()
+        raise ExtractionError("encrypted PDF (a password is required)")
+    if doc.page_count == 0:
+        doc.close()
+        raise ExtractionError("PDF has no pages")
+    if not options.allow_repaired and (doc.is_repaired or b"%%EOF" not in tail):
+        doc.close()
+        raise ExtractionError("truncated or damaged PDF (missing end-of-file trailer; set allow_repaired to accept it)")
+    return doc
+
+
+# ---------------------------------------------------------------------------- images
+
+
+class ImageWriter:
+    """Writes PNGs content-addressed under images/, each distinct image once."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "images").mkdir(parents=True, exist_ok=True)
+
+    def write_png(self, png: bytes) -> tuple[str, str]:
+        digest = hashlib.sha256(png).hexdigest()
+        relative = f"images/{digest}.png"
+        target = self.root / relative
+        if not target.exists():
+            target.write_bytes(png)
+        return digest, relative
+
+
+def _encode_png(image: np.ndarray) -> bytes:
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+def _pixmap_to_rgb(pixmap: pymupdf.Pixmap) -> pymupdf.Pixmap:
+    if pixmap.colorspace is None or pixmap.colorspace.n != 3 or pixmap.alpha:
+        pixmap = pymupdf.Pixmap(pymupdf.csRGB, pixmap, 0)
+    return pixmap
+
+
+def _pixmap_array(pixmap: pymupdf.Pixmap) -> np.ndarray:
+    pixmap = _pixmap_to_rgb(pixmap)
+    return np.frombuffer(pixmap.samples, dtype=np.uint8).reshape(pixmap.height, pixmap.width, 3)
+
+
+def _is_upright(transform: Iterable[float]) -> bool:
+    a, b, c, d, _, _ = transform
+    return abs(b) < 1e-6 and abs(c) < 1e-6 and a > 0 and d > 0
+
+
+# ---------------------------------------------------------------------------- born-digital pages
+
+
+def _native_blocks(page: pymupdf.Page, page_no: int) -> list[TextBlock]:
+    """Text blocks of the text layer, split where a line starts a new caption."""
+    from pipeline.captions import match_caption_start
+
+    blocks: list[TextBlock] = []
+    for raw in page.get_text("dict", flags=pymupdf.TEXTFLAGS_TEXT)["blocks"]:
+        if raw.get("type") != 0:
+            continue
+        group: list[dict] = []
+        groups: list[list[dict]] = []
+        for line in raw["lines"]:
+            text = "".join(span["text"] for span in line["spans"])
+            if not text.strip():
+                continue
+            if group and match_caption_start(text):
+                groups.append(group)
+                group = []
+            group.append(line)
+        if group:
+            groups.append(group)
+        for lines in groups:
+            sizes = [span["size"] for line in lines for span in line["spans"] if span["text"].strip()]
+            blocks.append(
+                TextBlock(
+                    page=page_no,
+                    bbox=union_bbox([tuple(line["bbox"]) for line in lines]),
+                    text="\n".join("".join(span["text"] for span in line["spans"]).strip() for line in lines),
+                    column=0,
+                    order=0,
+                    font_size=float(np.median(sizes)) if sizes else None,
+                )
+            )
+    return blocks
+
+
+def _merge_tiles(boxes: list[BBox], gap: float) -> list[list[int]]:
+    """Group images that abut with aligned edges (strips or tiles of one picture)."""
+    parent = list(range(len(boxes)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def abut(a: BBox, b: BBox) -> bool:
+        tol = max(gap, 1.0)
+        vertical = abs(a[0] - b[0]) <= tol and abs(a[2] - b[2]) <= tol and (
+            abs(a[3] - b[1]) <= gap or abs(b[3] - a[1]) <= gap
+        )
+        horizontal = abs(a[1] - b[1]) <= tol and abs(a[3] - b[3]) <= tol and (
+            abs(a[2] - b[0]) <= gap or abs(b[2] - a[0]) <= gap
+        )
+        return vertical or horizontal
+
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            if abut(boxes[i], boxes[j]):
+                parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(boxes)):
+        groups.setdefault(find(i), []).append(i)
+    return sorted(groups.values(), key=lambda g: (boxes[g[0]][1], boxes[g[0]][0]))
+
+
+def _native_regions(
+    doc: pymupdf.Document, page: pymupdf.Page, page_no: int, writer: ImageWriter, options: ExtractOptions
+) -> list[FigureRegion]:
+    page_rect = page.rect
+    placements = []
+    for info in page.get_image_info(xrefs=True):
+        rect = pymupdf.Rect(info["bbox"]) & page_rect
+        if rect.is_empty:
+            continue
+        if rect.width * rect.height >= 0.9 * page_rect.width * page_rect.height:
+            continue  # page background, not a figure
+        placements.append((tuple(rect), info))
+    kept = [
+        (box, info)
+        for box, info in placements
+        if min(box[2] - box[0], box[3] - box[1]) >= options.min_figure_side
+        or _tile_partner(box, [p[0] for p in placements], options.tile_gap)
+    ]
+    regions: list[FigureRegion] = []
+    for group in _merge_tiles([box for box, _ in kept], options.tile_gap):
+        bbox = union_bbox([kept[i][0] for i in group])
+        width, height = bbox[2] - bbox[0], bbox[3] - bbox[1]
+        if min(width, height) < options.min_figure_side or width * height < options.min_figure_area:
+            continue
+        info = kept[group[0]][1]
+        if len(group) == 1 and info.get("xref") and _is_upright(info["transform"]):
+            pixels = _pixmap_array(pymupdf.Pixmap(doc, info["xref"]))
+            origin = "embedded"
+        else:
+            native_dpi = max(kept[i][1]["width"] / max(kept[i][0][2] - kept[i][0][0], 1) * 72 for i in group)
+            dpi = int(min(options.max_image_dpi, max(72, native_dpi)))
+            pixels = _pixmap_array(page.get_pixmap(clip=pymupdf.Rect(bbox), dpi=dpi))
+            origin = "merged" if len(group) > 1 else "embedded"
+        digest, relative = writer.write_png(_encode_png(pixels))
+        regions.append(
+            FigureRegion(
+                region_id=f"p{page_no}-r{len(regions) + 1}",
+                page=page_no,
+                bbox=tuple(round(v, 2) for v in bbox),
+                image_sha256=digest,
+                image_file=relative,
+                pixel_size=(int(pixels.shape[1]), int(pixels.shape[0])),
+                origin=origin,
+                parts=len(group),
+            )
+        )
+    return regions
+
+
+def _tile_partner(box: BBox, others: list[BBox], gap: float) -> bool:
+    """A thin strip is kept when it abuts another image (it is then a tile, not a rule)."""
+    return any(other != box and _merge_tiles([box, other], gap) == [[0, 1]] for other in others)
+
+
+# ---------------------------------------------------------------------------- scanned pages
+
+
+def _page_raster(doc: pymupdf.Document, page: pymupdf.Page, options: ExtractOptions) -> np.ndarray:
+    """The page as RGB pixels: the scan itself when the page is one image, else a rendering."""
+    infos = [i for i in page.get_image_info(xrefs=True) if i.get("xref")]
+    if len(infos) == 1 and _is_upright(infos[0]["transform"]):
+        pixels = _pixmap_array(pymupdf.Pixmap(doc, infos[0]["xref"]))
+        dpi = pixels.shape[1] / page.rect.width * 72
+        if dpi <= options.raster_max_dpi * 1.05:
+            return pixels
+    return _pixmap_array(page.get_pixmap(dpi=options.raster_max_dpi))
+
+
+def estimate_skew(gray: np.ndarray, max_degrees: float) -> float:
+    """Angle (degrees) that makes text lines horizontal: the sharpest row-projection profile."""
+    scale = 800 / max(gray.shape)
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+    _, ink = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    h, w = ink.shape
+    centre = (w / 2, h / 2)
+    best_angle, best_score = 0.0, -1.0
+    for angle in np.arange(-max_degrees, max_degrees + 1e-9, 0.1):
+        matrix = cv2.getRotationMatrix2D(centre, float(angle), 1.0)
+        rotated = cv2.warpAffine(ink, matrix, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+        profile = rotated.sum(axis=1, dtype=np.float64)
+        score = float(np.square(np.diff(profile)).sum())
+        if score > best_score:
+            best_angle, best_score = float(angle), score
+    return round(best_angle, 2)
+
+
+def _rotate(image: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate by `angle` degrees about the centre; returns the image and the inverse affine map."""
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    rotated = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=(255, 255, 255))
+    return rotated, cv2.invertAffineTransform(matrix)
+
+
+def _map_box(box: tuple[float, float, float, float], inverse: np.ndarray, scale: float) -> BBox:
+    """A box in the deskewed raster -> axis-aligned box in page points."""
+    x0, y0, x1, y1 = box
+    corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], dtype=float)
+    mapped = corners @ inverse.T
+    return (
+        round(float(mapped[:, 0].min()) * scale, 2),
+        round(float(mapped[:, 1].min()) * scale, 2),
+        round(float(mapped[:, 0].max()) * scale, 2),
+        round(float(mapped[:, 1].max()) * scale, 2),
+    )
+
+
+def find_raster_figures(
+    image: np.ndarray, text_boxes: list[tuple[float, float, float, float]], min_side_px: float
+) -> list[tuple[int, int, int, int]]:
+    """Figure boxes (pixels) on a page raster: large inked areas once recognised text is removed.
+
+    Panels separated by page-white gutters come out as separate boxes.
+    """
+    gray = cv2.medianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 3)
+    ink = (gray < 215).astype(np.uint8)
+    for x0, y0, x1, y1 in text_boxes:
+        ink[max(0, int(y0) - 2) : int(y1) + 3, max(0, int(x0) - 2) : int(x1) + 3] = 0
+    ink = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    ink = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    boxes = []
+    for label in range(1, count):
+        x, y, w, h, area = stats[label]
+        if min(w, h) >= min_side_px and area >= 0.02 * w * h:
+            boxes.append([int(x), int(y), int(x + w), int(y + h)])
+    merged = _merge_overlapping(boxes)
+    return [tuple(b) for b in sorted(merged, key=lambda b: (b[1], b[0]))]
+
+
+def _merge_overlapping(boxes: list[list[int]]) -> list[list[int]]:
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                    del boxes[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    return boxes
+
+
+def _ocr_blocks(lines: list[OcrLine], page_no: int, scale: float, inverse: np.ndarray) -> list[TextBlock]:
+    """Group OCR lines into blocks: consecutive lines of one column, close together."""
+    from pipeline.captions import match_caption_start
+
+    lines = sorted(lines, key=lambda line: (line.box[1], line.box[0]))
+    blocks: list[list[OcrLine]] = []
+    for line in lines:
+        height = line.box[3] - line.box[1]
+        target = None
+        for block in reversed(blocks[-6:]):
+            last = block[-1]
+            gap = line.box[1] - last.box[3]
+            overlap = min(line.box[2], last.box[2]) - max(line.box[0], last.box[0])
+            if -0.5 * height <= gap <= 0.9 * height and overlap > 0 and abs(line.box[0] - last.box[0]) < 4 * height:
+                target = block
+                break
+        if target is None or match_caption_start(line.text):
+            blocks.append([line])
+        else:
+            target.append(line)
+    records = []
+    for block in blocks:
+        box = union_bbox([line.box for line in block])
+        heights = [line.box[3] - line.box[1] for line in block]
+        records.append(
+            TextBlock(
+                page=page_no,
+                bbox=_map_box(box, inverse, scale),
+                text="\n".join(line.text for line in block),
+                column=0,
+                order=0,
+                source="ocr",
+                confidence=round(float(np.mean([line.confidence for line in block])), 4),
+                font_size=round(float(np.median(heights)) * scale * 0.8, 2),
+            )
+        )
+    return records
+
+
+def _scanned_page(
+    doc: pymupdf.Document,
+    page: pymupdf.Page,
+    page_no: int,
+    writer: ImageWriter,
+    options: ExtractOptions,
+    ocr: OcrEngine,
+) -> tuple[list[TextBlock], list[FigureRegion], float]:
+    raster = _page_raster(doc, page, options)
+    scale = page.rect.width / raster.shape[1]
+    angle = estimate_skew(cv2.cvtColor(raster, cv2.COLOR_RGB2GRAY), options.max_skew_degrees)
+    deskewed, inverse = _rotate(raster, angle) if angle else (raster, cv2.invertAffineTransform(np.eye(2, 3)))
+    lines = ocr.recognise(deskewed)
+    figure_boxes = find_raster_figures(deskewed, [line.box for line in lines], options.min_figure_side / scale)
+
+    def inside_figure(line: OcrLine) -> bool:
+        cx, cy = (line.box[0] + line.box[2]) / 2, (line.box[1] + line.box[3]) / 2
+        return any(b[0] <= cx <= b[2] and b[1] <= cy <= b[3] for b in figure_boxes)
+
+    blocks = _ocr_blocks([line for line in lines if not inside_figure(line)], page_no, scale, inverse)
+    regions = []
+    for x0, y0, x1, y1 in figure_boxes:
+        crop = np.ascontiguousarray(deskewed[y0:y1, x0:x1])
+        digest, relative = writer.write_png(_encode_png(crop))
+        regions.append(
+            FigureRegion(
+                region_id=f"p{page_no}-r{len(regions) + 1}",
+                page=page_no,
+                bbox=_map_box((x0, y0, x1, y1), inverse, scale),
+                image_sha256=digest,
+                image_file=relative,
+                pixel_size=(x1 - x0, y1 - y0),
+                origin="raster",
+            )
+        )
+    return blocks, regions, angle
+
+
+# ---------------------------------------------------------------------------- documents
+
+
+def iter_pages(
+    doc: pymupdf.Document, writer: ImageWriter, options: ExtractOptions, ocr_factory
+) -> Iterator[PageRecord]:
+    """Extract page by page so memory stays flat however long the book is."""
+    for index in range(doc.page_count):
+        page = doc.load_page(index)
+        page_no = index + 1
+        native_chars = len(page.get_text("text").strip())
+        scanned = native_chars < options.scanned_min_chars and bool(page.get_images())
+        skew = 0.0
+        if scanned:
+            blocks, regions, skew = _scanned_page(doc, page, page_no, writer, options, ocr_factory())
+        else:
+            blocks = _native_blocks(page, page_no)
+            regions = _native_regions(doc, page, page_no, writer, options)
+        mark_running_text(blocks, page.rect.height, options.header_band)
+        columns = detect_columns(blocks, page.rect.width)
+        for block in blocks:
+            if block.role == "body":
+                block.column = column_of(block.bbox, columns)
+        ordered = reading_order(blocks)
+        captions = find_captions(ordered, options.caption_gap)
+        yield PageRecord(
+            page=page_no,
+            width=round(page.rect.width, 2),
+            height=round(page.rect.height, 2),
+            scanned=scanned,
+            skew_degrees=skew,
+            column_bounds=[(round(a, 2), round(b, 2)) for a, b in columns],
+            blocks=ordered,
+            regions=regions,
+            captions=captions,
+        )
+
+
+def options_hash(options: ExtractOptions) -> str:
+    return hashlib.sha256(options.model_dump_json().encode()).hexdigest()[:16]
+
+
+def extract_pdf(pdf_path: Path, out_dir: Path, options: ExtractOptions | None = None) -> DocumentExtraction:
+    """Extract one PDF into `<out_dir>/<book>/`; raises ExtractionError for unusable inputs."""
+    options = options or ExtractOptions()
+    pdf_path = Path(pdf_path)
+    doc = open_pdf(pdf_path, options)
+    source = SourceDocument(
+        path=str(pdf_path), sha256=sha256_file(pdf_path), book=book_id(pdf_path), page_count=doc.page_count
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{source.book}.", suffix=".partial", dir=out_dir))
+    engine: list[OcrEngine] = []
+
+    def ocr_factory() -> OcrEngine:
+        if not engine:
+            engine.append(create_ocr_engine(options.ocr))
+        return engine[0]
+
+    try:
+        writer = ImageWriter(staging)
+        result = DocumentExtraction(
+            source=source, pipeline_version=__version__, config_hash=options_hash(options)
+        )
+        for record in iter_pages(doc, writer, options, ocr_factory):
+            result.pages.append(record)
+        result.ocr_engine = engine[0].name if engine else None
+        (staging / EXTRACTION_FILE).write_text(result.model_dump_json(indent=1), encoding="utf-8")
+        _replace_dir(staging, out_dir / source.book)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        doc.close()
+    return result
+
+
+def _replace_dir(staging: Path, final: Path) -> None:
+    """Move a finished directory into place; an older output is swapped out, then removed."""
+    if final.exists():
+        retired = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, retired)
+        os.replace(staging, final)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+
+
+def load_extraction(book_dir: Path) -> DocumentExtraction:
+    return DocumentExtraction.model_validate_json((book_dir / EXTRACTION_FILE).read_text(encoding="utf-8"))
+
+
+class ExtractionOutcome(BaseModel):
+    """What happened to one input of a batch."""
+
+    path: str
+    status: Status
+    error: str | None = None
+    output_dir: str | None = None
+    pages: int = 0
+    scanned_pages: int = 0
+    regions: int = 0
+    captions: int = 0
+
+
+def extract_pdfs(paths: Iterable[Path], out_dir: Path, options: ExtractOptions | None = None) -> list[ExtractionOutcome]:
+    """Extract a batch; a bad PDF is reported (file and reason) and the others go on."""
+    outcomes = []
+    for path in paths:
+        path = Path(path)
+        try:
+            result = extract_pdf(path, out_dir, options)
+        except ExtractionError as exc:
+            log.error("%s: %s", path, exc)
+            outcomes.append(ExtractionOutcome(path=str(path), status=Status.failed, error=str(exc)))
+            continue
+        except Exception as exc:  # an unexpected failure must not stop the batch either
+            log.error("%s: extraction failed (%s: %s)", path, type(exc).__name__, exc)
+            outcomes.append(
+                ExtractionOutcome(path=str(path), status=Status.failed, error=f"{type(exc).__name__}: {exc}")
+            )
+            continue
+        log.info(
+            "%s: %d pages (%d scanned), %d figure regions, %d captions",
+            path.name,
+            len(result.pages),
+            sum(p.scanned for p in result.pages),
+            sum(len(p.regions) for p in result.pages),
+            sum(len(p.captions) for p in result.pages),
+        )
+        outcomes.append(
+            ExtractionOutcome(
+                path=str(path),
+                status=result.status,
+                output_dir=str(out_dir / result.source.book),
+                pages=len(result.pages),
+                scanned_pages=sum(p.scanned for p in result.pages),
+                regions=sum(len(p.regions) for p in result.pages),
+                captions=sum(len(p.captions) for p in result.pages),
+            )
+        )
+    return outcomes

@@ -1,0 +1,122 @@
+"""Page layout: columns, reading order, running headers, and caption blocks.
+
+Works on TextBlock records from either the native text layer or OCR, so born-digital and
+scanned pages get the same treatment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline.captions import match_caption_start
+from pipeline.records import BBox, CaptionCandidate, TextBlock
+
+
+def union_bbox(boxes: Sequence[BBox]) -> BBox:
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def detect_columns(blocks: Sequence[TextBlock], page_width: float) -> list[tuple[float, float]]:
+    """One or two text columns, from where the narrow body blocks sit."""
+    body = [b for b in blocks if b.role == "body"]
+    if not body:
+        return [(0.0, page_width)]
+    left = min(b.bbox[0] for b in body)
+    right = max(b.bbox[2] for b in body)
+    mid = (left + right) / 2
+    slack = 0.02 * (right - left)
+    in_left = sum(1 for b in body if b.bbox[2] <= mid + slack)
+    in_right = sum(1 for b in body if b.bbox[0] >= mid - slack)
+    if in_left and in_right:
+        return [(left, mid), (mid, right)]
+    return [(left, right)]
+
+
+def column_of(bbox: BBox, columns: Sequence[tuple[float, float]]) -> int:
+    """Index of the column holding bbox, or -1 when it spans several."""
+    if len(columns) == 1:
+        return 0
+    width = columns[-1][1] - columns[0][0]
+    slack = 0.02 * width
+    for index, (x0, x1) in enumerate(columns):
+        if bbox[0] >= x0 - slack and bbox[2] <= x1 + slack:
+            return index
+    return -1
+
+
+def reading_order(blocks: list[TextBlock]) -> list[TextBlock]:
+    """Order blocks column by column within the bands separated by spanning blocks."""
+    spanning = sorted((b for b in blocks if b.column == -1), key=lambda b: b.bbox[1])
+
+    def key(block: TextBlock) -> tuple[int, int, float, float]:
+        if block.column == -1:
+            return (2 * spanning.index(block) + 1, 0, block.bbox[1], block.bbox[0])
+        band = sum(1 for s in spanning if s.bbox[1] < block.bbox[1])
+        return (2 * band, block.column, block.bbox[1], block.bbox[0])
+
+    ordered = sorted(blocks, key=key)
+    for index, block in enumerate(ordered):
+        block.order = index
+    return ordered
+
+
+def mark_running_text(blocks: Sequence[TextBlock], page_height: float, band: float) -> None:
+    """Single-line blocks in the top/bottom margin band are running headers and page numbers."""
+    for block in blocks:
+        if "\n" in block.text.strip() or match_caption_start(block.text):
+            continue
+        if block.bbox[3] <= band * page_height:
+            block.role = "header"
+        elif block.bbox[1] >= (1 - band) * page_height:
+            block.role = "footer"
+
+
+def find_captions(ordered: Sequence[TextBlock], continuation_gap: float) -> list[CaptionCandidate]:
+    """Blocks that start with a figure number, extended by the caption lines that follow them."""
+    captions: list[CaptionCandidate] = []
+    index = 0
+    while index < len(ordered):
+        block = ordered[index]
+        match = match_caption_start(block.text) if block.role != "footer" else None
+        if not match:
+            index += 1
+            continue
+        figure_id, style, _ = match
+        block.role = "caption"
+        members = [block]
+        nxt = index + 1
+        while nxt < len(ordered) and _continues_caption(members[-1], ordered[nxt], continuation_gap):
+            ordered[nxt].role = "caption"
+            members.append(ordered[nxt])
+            nxt += 1
+        captions.append(
+            CaptionCandidate(
+                page=block.page,
+                bbox=union_bbox([m.bbox for m in members]),
+                figure_id=figure_id,
+                style=style,
+                text="\n".join(m.text for m in members),
+                column=block.column,
+                block_orders=[m.order for m in members],
+                source=block.source,
+            )
+        )
+        index = nxt
+    return captions
+
+
+def _continues_caption(previous: TextBlock, candidate: TextBlock, max_gap: float) -> bool:
+    if candidate.role != "body" or candidate.column != previous.column or match_caption_start(candidate.text):
+        return False
+    gap = candidate.bbox[1] - previous.bbox[3]
+    line_height = previous.font_size or 10.0
+    if not (-1.0 <= gap <= max_gap * line_height):
+        return False
+    if previous.font_size and candidate.font_size and abs(previous.font_size - candidate.font_size) > 0.6:
+        return False
+    return abs(candidate.bbox[0] - previous.bbox[0]) <= 3 * line_height

@@ -1,0 +1,131 @@
+"""OCR engines behind one interface.
+
+RapidOCR is the default: its wheel ships the PP-OCR (Chinese + English) ONNX models, so it runs
+offline. PaddleOCR 3 can run the same PP-OCR models (`engine="onnxruntime"`) from local model
+directories for users who have them; it is imported only when selected.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from importlib import metadata
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+log = logging.getLogger(__name__)
+
+
+class OcrOptions(BaseModel):
+    """How scanned pages are recognised."""
+
+    engine: Literal["rapidocr", "paddleocr"] = Field(
+        "rapidocr", description="OCR engine: 'rapidocr' (bundled PP-OCR ONNX models) or 'paddleocr' (local models)."
+    )
+    min_confidence: float = Field(0.5, description="Recognised lines below this confidence are dropped.")
+    max_side_len: int = Field(2400, description="Longest image side the engine processes before downscaling.")
+    det_limit_side_len: int = Field(960, description="Detector input size (shorter side) for text detection.")
+    threads: int = Field(0, description="Inference threads for the ONNX runtime; 0 lets the runtime decide.")
+    paddle_det_model_dir: Path | None = Field(None, description="PaddleOCR: local text-detection model directory.")
+    paddle_rec_model_dir: Path | None = Field(None, description="PaddleOCR: local text-recognition model directory.")
+    paddle_device: str = Field("cpu", description="PaddleOCR: device string, e.g. 'cpu' or 'gpu:0'.")
+
+
+class OcrLine(BaseModel):
+    """One recognised line of text with its box in image pixels."""
+
+    text: str
+    box: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 in image pixels.")
+    confidence: float
+
+
+class OcrEngine(Protocol):
+    name: str
+
+    def recognise(self, image: np.ndarray) -> list[OcrLine]:
+        """Recognise text lines in an RGB uint8 image."""
+
+
+def _axis_aligned(points) -> tuple[float, float, float, float]:
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
+
+
+class RapidOcrEngine:
+    """PP-OCR models run by RapidOCR on ONNX Runtime (offline: models ship in the wheel)."""
+
+    def __init__(self, options: OcrOptions):
+        from rapidocr import RapidOCR
+
+        self.options = options
+        params = {
+            "Global.log_level": "warning",
+            "Global.max_side_len": options.max_side_len,
+            "Global.text_score": options.min_confidence,
+            "Det.limit_side_len": options.det_limit_side_len,
+        }
+        if options.threads:
+            params["EngineConfig.onnxruntime.intra_op_num_threads"] = options.threads
+        self._engine = RapidOCR(params=params)
+        self.name = f"rapidocr {metadata.version('rapidocr')} (PP-OCR onnx)"
+
+    def recognise(self, image: np.ndarray) -> list[OcrLine]:
+        result = self._engine(image)
+        if result.boxes is None or result.txts is None:
+            return []
+        return [
+            OcrLine(text=text, box=_axis_aligned(box), confidence=float(score))
+            for box, text, score in zip(result.boxes, result.txts, result.scores)
+            if score >= self.options.min_confidence and text.strip()
+        ]
+
+
+class PaddleOcrEngine:
+    """PaddleOCR 3 pipeline pointed at local PP-OCR model directories."""
+
+    def __init__(self, options: OcrOptions):
+        if not (options.paddle_det_model_dir and options.paddle_rec_model_dir):
+            raise ValueError(
+                "paddleocr needs local models: set paddle_det_model_dir and paddle_rec_model_dir "
+                "(PaddleOCR cannot download them offline)"
+            )
+        try:
+            from paddleocr import PaddleOCR
+        except ImportError as exc:
+            raise ValueError("paddleocr is not installed: pip install 'paddleocr>=3'") from exc
+        self.options = options
+        self._engine = PaddleOCR(
+            text_detection_model_dir=str(options.paddle_det_model_dir),
+            text_recognition_model_dir=str(options.paddle_rec_model_dir),
+            use_doc_orientation_classify=False,
+            use_doc_unwarping=False,
+            use_textline_orientation=False,
+            device=options.paddle_device,
+            engine="onnxruntime",
+        )
+        self.name = f"paddleocr {metadata.version('paddleocr')}"
+
+    def recognise(self, image: np.ndarray) -> list[OcrLine]:
+        lines: list[OcrLine] = []
+        for page in self._engine.predict(image[:, :, ::-1].copy()):
+            for poly, text, score in zip(page["rec_polys"], page["rec_texts"], page["rec_scores"]):
+                if score >= self.options.min_confidence and text.strip():
+                    lines.append(OcrLine(text=text, box=_axis_aligned(poly), confidence=float(score)))
+        return lines
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_engine(options_json: str) -> OcrEngine:
+    options = OcrOptions.model_validate_json(options_json)
+    engine_class = {"rapidocr": RapidOcrEngine, "paddleocr": PaddleOcrEngine}[options.engine]
+    engine = engine_class(options)
+    log.debug("OCR engine ready: %s", engine.name)
+    return engine
+
+
+def create_ocr_engine(options: OcrOptions | None = None) -> OcrEngine:
+    """Return a (process-wide cached) OCR engine; loading models takes a moment, so reuse it."""
+    return _cached_engine((options or OcrOptions()).model_dump_json())
