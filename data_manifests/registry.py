@@ -333,6 +333,11 @@ def publish(
         else:
             excluded.append(ExcludedPair(pair_id=pair.pair_id, reason=reason))
 
+    if not kept:
+        raise PublishError(
+            f"cannot publish {dataset}: no pairs left to publish ({len(excluded)} excluded as 'other' or rejected)"
+        )
+
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     for pair in sorted(kept, key=lambda p: p.pair_id):

@@ -68,10 +68,9 @@ class ImageStore:
         """Copy `source` into the store, checking its hash; return its store-relative path.
 
         Idempotent: an image already present with the right bytes is not written again (one
-        whose bytes no longer match its name is rewritten). The
-        copy goes to a temporary file in the target directory and is moved into place with
-        os.replace, so readers never see half-written images and concurrent writers of the
-        same image do not corrupt each other.
+        whose bytes no longer match its name is rewritten). The copy goes to a temporary file in
+        the target directory and is moved into place with os.replace, so readers never see
+        half-written images and concurrent writers of the same image do not corrupt each other.
         """
         source = Path(source)
         expected = expected_sha256.lower()

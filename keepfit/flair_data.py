@@ -121,6 +121,8 @@ class FlairDataset(Dataset):
         self.knowledge = knowledge or {}
         self.template = template
         self.seed = seed
+        self.category_names = sorted({c for cats in self.frame["categories"] for c in cats})
+        self.category_ids = {name: i for i, name in enumerate(self.category_names)}
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -133,4 +135,11 @@ class FlairDataset(Dataset):
         selected = categories[rng.randrange(len(categories))]
         text = pretraining_prompt(selected, row["atributes"], self.knowledge, rng, self.template)
         image = torch.from_numpy(self.cache.load(row["image"])).permute(2, 0, 1).contiguous()
-        return {"image": image, "text": text, "category": selected, "categories": categories}
+        multi_hot = torch.zeros(len(self.category_names), dtype=torch.bool)
+        multi_hot[[self.category_ids[c] for c in categories]] = True
+        return {
+            "image": image,
+            "text": text,
+            "category_index": self.category_ids[selected],
+            "category_multi_hot": multi_hot,
+        }

@@ -25,13 +25,23 @@ class LossConfig(BaseModel):
         return self.expert_clip_weight > 0 or self.knowledge_mse_weight > 0
 
 
-def category_targets(selected: Sequence[str], categories: Sequence[Sequence[str]]) -> torch.Tensor:
-    """Text-by-image match matrix: text i (about `selected[i]`) matches image j holding that category.
+def category_targets(selected: torch.Tensor, multi_hot: torch.Tensor) -> torch.Tensor:
+    """Text-by-image co-occurrence: text i (about category `selected[i]`) matches image j labelled with it.
 
-    The diagonal is always 1 since each text was drawn from its own image's categories.
+    `selected` [B] holds category ids, `multi_hot` [B, C] each image's categories. The diagonal is
+    1 because every text was drawn from its own image's categories.
     """
-    sets = [set(c) | {s} for s, c in zip(selected, categories, strict=True)]
-    return torch.tensor([[1.0 if s in image_set else 0.0 for image_set in sets] for s in selected])
+    matches = multi_hot[:, selected].t().float()
+    return matches.fill_diagonal_(1.0)
+
+
+def category_targets_from_names(selected: Sequence[str], categories: Sequence[Sequence[str]]) -> torch.Tensor:
+    """Same as `category_targets` for category names (convenient outside the data loader)."""
+    vocabulary = {name: i for i, name in enumerate(sorted({c for cats in categories for c in cats} | set(selected)))}
+    multi_hot = torch.zeros(len(categories), len(vocabulary), dtype=torch.bool)
+    for row, cats in enumerate(categories):
+        multi_hot[row, [vocabulary[c] for c in cats]] = True
+    return category_targets(torch.tensor([vocabulary[s] for s in selected]), multi_hot)
 
 
 def clip_loss(

@@ -119,7 +119,7 @@ class TokenizingCollate:
         )
         batch["input_ids"] = encoded["input_ids"]
         batch["attention_mask"] = encoded["attention_mask"]
-        for key in ("category", "categories"):
-            if key in items[0]:
-                batch[key] = [item[key] for item in items]
+        if "category_index" in items[0]:
+            batch["category_index"] = torch.tensor([item["category_index"] for item in items])
+            batch["category_multi_hot"] = torch.stack([item["category_multi_hot"] for item in items])
         return batch

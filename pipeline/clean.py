@@ -22,7 +22,7 @@ import functools
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -174,23 +174,26 @@ _PANEL_PREFIX_RE = re.compile(
       | (?P<range>[A-Z]\s*[-–—~～至]\s*[A-Z])\s*{_PANEL_END}
       | (?P<list>[A-Z](?:\s*(?:[,，、&]|\band\b|和|及)\s*[A-Z])+)\s*{_PANEL_END}
       | (?P<single>[A-Z])图?\s*{_PANEL_END}(?![A-Za-z]\s*[.．])
-      | (?P<side>[左右上下中])图\s*[.．、:：，,]?
+      | (?P<side>[左右上下])图\s*[.．、:：，,]?
     )\s*""",
     re.VERBOSE,
 )
 
 
+_SIDE_PANELS = {"左": "A", "上": "A", "右": "B", "下": "B"}
+
+
 def split_panel_prefix(text: str) -> tuple[str | None, str]:
     """Split a leading panel label (`A.`, `A．`, `(a)`, `A、`, `A–C.`, `左图`) off the text.
 
-    Returns (label or None, remaining text). Labels come back as 'A', 'A-C', 'A,B' or the
-    side character for 左图/右图 ('左', '右', ...).
+    Returns (label or None, remaining text). Labels come back as 'A', 'A-C' or 'A,B';
+    左图/上图 is panel 'A' and 右图/下图 panel 'B' (two-panel figures read left to right).
     """
     match = _PANEL_PREFIX_RE.match(text)
     if not match:
         return None, text
     if match.group("side"):
-        label = match.group("side")
+        label = _SIDE_PANELS[match.group("side")]
     else:
         raw = match.group("paren") or match.group("range") or match.group("list") or match.group("single")
         letters = re.findall(r"[A-Za-z]", re.sub(r"\band\b", ",", raw))
@@ -480,29 +483,29 @@ def clean_caption_text(text: str, language: Language | None = None) -> str:
     return clean_caption(text, language).text
 
 
-_EN_TRAILING = " .,;:"
-_ZH_TRAILING = " 。.，,；;：:、"
+_PIECE_TRAILING = ".;,:。；，："
 
 
-def canonical_caption(title: str, panel_text: str | None, language: Language) -> str:
-    """Build the canonical caption from a parsed title and one panel's text.
+def canonical_caption(title: str, panel_text: str | Sequence[str] | None, language: Language) -> str:
+    """Build the canonical caption from a parsed title and the text(s) that apply to one panel.
 
-    English `"<Title>. <panel text>"`, Chinese `"<标题>。<panel text>"` ending with `。`.
-    Figure numbers and panel labels are removed from the parts first.
+    Each piece is cleaned, loses its figure number or panel label and its trailing `.;,:`/`。；，：`,
+    then English pieces are joined with ". " and end with "."; Chinese pieces are joined with
+    "。" and end with "。" (the rule `pipeline.sample_atlas` writes its truth with).
     """
-    title_clean = clean_caption_text(title, language).rstrip(_EN_TRAILING if language == "en" else _ZH_TRAILING)
-    panel_clean = clean_caption_text(panel_text, language) if panel_text else ""
+    if panel_text is None:
+        raw_pieces: list[str] = [title]
+    elif isinstance(panel_text, str):
+        raw_pieces = [title, panel_text]
+    else:
+        raw_pieces = [title, *panel_text]
+    pieces = [clean_caption_text(piece, language).strip().rstrip(_PIECE_TRAILING).strip() for piece in raw_pieces if piece]
+    pieces = [piece for piece in pieces if piece]
+    if not pieces:
+        return ""
     if language == "en":
-        panel_clean = panel_clean.strip()
-        if panel_clean and panel_clean[-1] not in ".!?":
-            panel_clean = panel_clean.rstrip(",;:") + "."
-        head = f"{title_clean}." if title_clean else ""
-        return f"{head} {panel_clean}".strip()
-    panel_clean = panel_clean.strip().rstrip("，,；;：:、 ")
-    if panel_clean and panel_clean[-1] not in "。！？":
-        panel_clean += "。"
-    head = f"{title_clean}。" if title_clean else ""
-    return head + panel_clean
+        return ". ".join(pieces) + "."
+    return "。".join(pieces) + "。"
 
 
 _MATCH_DROP_RE = re.compile(r"[\W_]+", re.UNICODE)

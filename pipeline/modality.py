@@ -140,9 +140,10 @@ def extract_features(image: np.ndarray, max_side: int = 256) -> dict[str, float]
     original_height, original_width = rgb.shape[:2]
     small = _downscale(rgb, max_side).astype(np.float32) / 255.0
     height, width = small.shape[:2]
-    channel_max = small.max(axis=2)
-    channel_min = small.min(axis=2)
-    luminance = 0.299 * small[:, :, 0] + 0.587 * small[:, :, 1] + 0.114 * small[:, :, 2]
+    red, green, blue = small[:, :, 0], small[:, :, 1], small[:, :, 2]
+    channel_max = np.maximum(np.maximum(red, green), blue)
+    channel_min = np.minimum(np.minimum(red, green), blue)
+    luminance = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
 
     white = channel_min > 0.85
     black = channel_max < 0.06
@@ -158,7 +159,8 @@ def extract_features(image: np.ndarray, max_side: int = 256) -> dict[str, float]
     green_blue_hue = coloured & (hue > 70.0) & (hue < 280.0)
     coloured_count = max(int(coloured.sum()), 1)
 
-    quantised = (np.clip(small * 15.999, 0, 15).astype(np.int32) * np.array([256, 16, 1])).sum(axis=2)
+    levels = (small * 15.999).astype(np.int32)
+    quantised = levels[:, :, 0] * 256 + levels[:, :, 1] * 16 + levels[:, :, 2]
     counts = np.bincount(quantised.ravel(), minlength=4096)
     palette_concentration = float(np.sort(counts)[-6:].sum() / quantised.size)
 
@@ -232,7 +234,7 @@ def extract_features(image: np.ndarray, max_side: int = 256) -> dict[str, float]
         "colour_fraction": float(coloured.sum() / max(int(content.sum()), 1)),
         "red_hue_fraction": float(red_hue.sum() / coloured_count) if coloured.any() else 0.0,
         "green_blue_hue_fraction": float(green_blue_hue.sum() / coloured_count) if coloured.any() else 0.0,
-        "red_green_log_ratio": math.log((_masked_mean(small[:, :, 0], content) + 0.02) / (_masked_mean(small[:, :, 1], content) + 0.02)),
+        "red_green_log_ratio": math.log((_masked_mean(red, content) + 0.02) / (_masked_mean(green, content) + 0.02)),
         "luminance_mean": _masked_mean(luminance, content),
         "luminance_std": float(luminance[content].std()) if content.any() else 0.0,
         "palette_concentration": palette_concentration,

@@ -108,3 +108,17 @@ def test_verify_unknown_version_is_reported(registry_root, make_pair, do_publish
     report = verify(registry_root, "mm-retinal/v7")
     assert [p.kind for p in report.problems] == ["unreadable_manifest"]
     assert Path(report.problems[0].path).name == "v7"
+
+
+def test_publishing_again_repairs_an_altered_store_image(make_pair, do_publish, registry_root, png_writer):
+    pair = make_pair(seed=1)
+    do_publish([pair])
+    stored = load_manifest(registry_root, "mm-retinal/v1")
+    image_file = stored.image_file(stored.table.column("image_path")[0].as_py())
+    os.chmod(image_file, 0o644)
+    png_writer(image_file, seed=8)
+    assert verify(registry_root, "mm-retinal/v1").problems_of("altered_image")
+
+    do_publish([pair])
+    assert verify(registry_root, "mm-retinal/v1").ok
+    assert verify(registry_root, "mm-retinal/v2").ok

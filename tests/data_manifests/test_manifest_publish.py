@@ -274,3 +274,9 @@ def test_concurrent_process_publishers_get_distinct_versions(make_pair, registry
     versions = sorted(queue.get(timeout=5) for _ in processes)
     assert versions == ["v1", "v2", "v3"]
     assert _leftovers(registry_root / "mm-retinal") == []
+
+
+def test_publishing_nothing_is_refused(make_pair, do_publish, registry_root):
+    with pytest.raises(PublishError, match="no pairs left"):
+        do_publish([make_pair(seed=1, modality="other")])
+    assert list_versions(registry_root, "mm-retinal") == []

@@ -9,7 +9,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +103,12 @@ def make_review_build(root: Path, book: str = "atlas-a") -> ReviewBuild:
 
 
 @pytest.fixture
+def make_build() -> Callable[..., ReviewBuild]:
+    """Factory: `make_build(root, book="atlas-a")` -> ReviewBuild."""
+    return make_review_build
+
+
+@pytest.fixture
 def review_build(tmp_path: Path) -> ReviewBuild:
     return make_review_build(tmp_path)
 
@@ -137,6 +143,12 @@ class LiveServer:
     def __exit__(self, *exc_info: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server() -> Callable[..., LiveServer]:
+    """Factory: `with live_server(app) as server:` serves app on a free 127.0.0.1 port."""
+    return LiveServer
 
 
 def _browser_binaries() -> tuple[str, str] | str:

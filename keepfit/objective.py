@@ -1,0 +1,95 @@
+"""The pretraining forward pass as one module, so DDP wraps (and synchronises) all of it.
+
+Embeddings are gathered across ranks with autograd-aware all-gather: every rank computes the
+loss over the global batch, and DDP's gradient averaging then yields exactly the gradient of
+that global loss (the same as one process holding the whole batch).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from keepfit.losses import LossConfig, category_targets, clip_loss, knowledge_mse
+from keepfit.model import KeepFITModel
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor from all ranks along dim 0, passing gradients back to each rank's slice."""
+    if not _distributed():
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor), dim=0)
+
+
+def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    if not _distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+class PretrainingObjective(nn.Module):
+    """Loss terms of one step: FLAIR soft-target CLIP, MM-Retinal CLIP and the knowledge MSE."""
+
+    def __init__(self, model: KeepFITModel, loss: LossConfig, gather: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.gather = gather
+        if loss.knowledge_mse_weight > 0 and model.attention is None:
+            raise ValueError(f"model {model.config.name} has no expert attention but knowledge_mse_weight > 0")
+
+    def _maybe_gather(self, tensor: torch.Tensor, grad: bool = True) -> torch.Tensor:
+        if not self.gather:
+            return tensor
+        return gather_with_grad(tensor) if grad else gather_no_grad(tensor)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        category_index: torch.Tensor,
+        category_multi_hot: torch.Tensor,
+        expert_images: torch.Tensor | None = None,
+        expert_input_ids: torch.Tensor | None = None,
+        expert_attention_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        image_embeddings, text_embeddings = self.model(images, input_ids, attention_mask)
+        image_embeddings = self._maybe_gather(image_embeddings)
+        text_embeddings = self._maybe_gather(text_embeddings)
+        targets = category_targets(
+            self._maybe_gather(category_index, grad=False), self._maybe_gather(category_multi_hot, grad=False)
+        )
+        scale = self.model.scale()
+        zero = scale.new_zeros(())
+        terms = {"flair_clip": zero, "expert_clip": zero, "knowledge_mse": zero}
+        if self.loss.flair_clip_weight > 0:
+            terms["flair_clip"] = clip_loss(image_embeddings, text_embeddings, scale, targets)
+        if self.loss.uses_expert_batches:
+            if expert_images is None or expert_input_ids is None or expert_attention_mask is None:
+                raise ValueError("expert loss terms are enabled but no MM-Retinal batch was given")
+            expert_image_embeddings, expert_text_embeddings = self.model(
+                expert_images, expert_input_ids, expert_attention_mask
+            )
+            expert_image_embeddings = self._maybe_gather(expert_image_embeddings)
+            expert_text_embeddings = self._maybe_gather(expert_text_embeddings)
+            if self.loss.expert_clip_weight > 0:
+                terms["expert_clip"] = clip_loss(expert_image_embeddings, expert_text_embeddings, scale)
+            if self.loss.knowledge_mse_weight > 0:
+                attended = self.model.attention(image_embeddings, expert_image_embeddings, expert_text_embeddings)
+                terms["knowledge_mse"] = knowledge_mse(text_embeddings, attended)
+        terms["total"] = (
+            self.loss.flair_clip_weight * terms["flair_clip"]
+            + self.loss.expert_clip_weight * terms["expert_clip"]
+            + self.loss.knowledge_mse_weight * terms["knowledge_mse"]
+        )
+        return terms

@@ -1,0 +1,102 @@
+"""Parse a caption into figure id, figure title and per-panel texts.
+
+Handles both book styles (`图3-12 标题 A．… B．…` + `Fig. 3-12 Title. A. … B. …`, and
+`FIGURE 3-12. Title. A. … B. …`), panel markers `A.`/`A．`/`A、`/`(a)`, ranges (`A–C.`,
+`A~C`), sentences shared by all panels, and `左图/右图` (`上图/下图`) for two-panel figures.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pipeline.captions import match_caption_start
+
+Language = str  # "en" | "zh"
+
+_LETTERS = "ABCDEFGHIJ"
+_BEFORE = r"(?:(?<=^)|(?<=[\s。；;，,:：)）]))"
+_RANGE = rf"{_BEFORE}(?P<r0>[A-J])\s*[-–—~～至]\s*(?P<r1>[A-J])\s*[.:、．：](?!\d)"
+_SINGLE = rf"{_BEFORE}(?P<s>[A-J])\s*[.:、．：](?![\d.．]|[A-Za-z][.．])"
+_PAREN = rf"[(（](?P<p>[a-jA-J])[)）]"
+_SIDE = r"(?P<side>左图|右图|上图|下图)[:：]?"
+PANEL_MARKER = re.compile(f"{_RANGE}|{_SINGLE}|{_PAREN}|{_SIDE}")
+_SIDE_LETTER = {"左图": "A", "上图": "A", "右图": "B", "下图": "B"}
+
+
+@dataclass
+class CaptionSegment:
+    """A piece of caption text and the panels it describes (None: all panels)."""
+
+    letters: tuple[str, ...] | None
+    text: str
+
+
+@dataclass
+class ParsedCaption:
+    figure_id: str
+    language: Language
+    style: str
+    title: str
+    segments: list[CaptionSegment] = field(default_factory=list)
+
+    @property
+    def letters(self) -> list[str]:
+        found = {letter for seg in self.segments if seg.letters for letter in seg.letters}
+        return sorted(found, key=_LETTERS.index)
+
+    def panel_text(self, letter: str | None) -> str:
+        """This panel's text: shared segments and the segments naming it, in printed order."""
+        parts = [seg.text for seg in self.segments if seg.letters is None or letter is None or letter in seg.letters]
+        return " ".join(p for p in parts if p)
+
+
+def caption_language(style: str, text: str) -> Language:
+    if style == "zh":
+        return "zh"
+    return "en"
+
+
+def _split_title(body: str, language: Language) -> tuple[str, str]:
+    """Title = first sentence (or, in Chinese, the words before the first space)."""
+    body = body.strip()
+    if language == "zh":
+        match = re.search(r"[。]|\s+", body)
+    else:
+        match = re.search(r"\.(?:\s+|$)", body)
+    if not match:
+        return body, ""
+    return body[: match.start()].strip(), body[match.end() :].strip()
+
+
+def parse_caption(text: str) -> ParsedCaption | None:
+    """Parse caption text that starts with a figure number; None if it does not."""
+    flat = re.sub(r"\s*\n\s*", " ", text).strip()
+    start = match_caption_start(flat)
+    if not start:
+        return None
+    figure_id, style, offset = start
+    language = caption_language(style, flat)
+    body = flat[offset:].strip()
+    markers = list(PANEL_MARKER.finditer(body))
+    head = body[: markers[0].start()] if markers else body
+    title, shared = _split_title(head, language)
+    parsed = ParsedCaption(figure_id=figure_id, language=language, style=style, title=title.rstrip(".。 "))
+    if shared:
+        parsed.segments.append(CaptionSegment(None, shared))
+    for index, marker in enumerate(markers):
+        end = markers[index + 1].start() if index + 1 < len(markers) else len(body)
+        segment_text = body[marker.end() : end].strip()
+        parsed.segments.append(CaptionSegment(_marker_letters(marker), segment_text))
+    return parsed
+
+
+def _marker_letters(marker: re.Match[str]) -> tuple[str, ...]:
+    if marker.group("r0"):
+        first, last = _LETTERS.index(marker.group("r0")), _LETTERS.index(marker.group("r1"))
+        return tuple(_LETTERS[first : last + 1])
+    if marker.group("s"):
+        return (marker.group("s"),)
+    if marker.group("p"):
+        return (marker.group("p").upper(),)
+    return (_SIDE_LETTER[marker.group("side")],)

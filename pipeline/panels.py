@@ -1,0 +1,133 @@
+"""Split a stitched multi-panel figure image into its panels.
+
+Atlases often print a multi-panel figure as one image: panels separated by thin white or black
+gutters (and sometimes a border), with letters drawn in a corner. Gutters are rows or columns
+that are uniformly near-white or near-black across the whole band being split; rows are split
+first, then each row into columns, so 2x2 and 2x3 grids come out in reading order.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import numpy as np
+
+PixelBox = tuple[int, int, int, int]
+
+
+def _uniform_lines(band: np.ndarray, axis: int, tolerance: float) -> np.ndarray:
+    """Boolean per line (row for axis=1, column for axis=0): uniformly white or black."""
+    white = (band >= 225).mean(axis=axis) >= tolerance
+    black = (band <= 30).mean(axis=axis) >= tolerance
+    return white | black
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of True runs."""
+    runs, start = [], None
+    for index, value in enumerate(mask):
+        if value and start is None:
+            start = index
+        elif not value and start is not None:
+            runs.append((start, index))
+            start = None
+    if start is not None:
+        runs.append((start, len(mask)))
+    return runs
+
+
+def _cut_positions(gray: np.ndarray, axis: int, min_fraction: float) -> list[tuple[int, int]]:
+    """Interior gutter runs along one axis (axis=1: horizontal gutters between rows)."""
+    length = gray.shape[0] if axis == 1 else gray.shape[1]
+    runs = _runs(_uniform_lines(gray, axis, 0.97))
+    minimum = min_fraction * length
+    return [(a, b) for a, b in runs if a >= minimum and b <= length - minimum and b - a >= 1]
+
+
+def _segments(length: int, cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    bounds, start = [], 0
+    for a, b in cuts:
+        bounds.append((start, a))
+        start = b
+    bounds.append((start, length))
+    return [(a, b) for a, b in bounds if b > a]
+
+
+def _balanced(segments: list[tuple[int, int]]) -> float:
+    sizes = np.array([b - a for a, b in segments], dtype=float)
+    return float(sizes.min() / sizes.max()) if len(sizes) else 0.0
+
+
+def _best_cuts(gray: np.ndarray, axis: int, wanted: int | None, min_fraction: float) -> list[tuple[int, int]]:
+    """Choose the gutter runs that give the most even panels (and `wanted` of them, if given)."""
+    candidates = _cut_positions(gray, axis, min_fraction)
+    length = gray.shape[0] if axis == 1 else gray.shape[1]
+    if not candidates:
+        return []
+    best: tuple[float, list[tuple[int, int]]] = (0.0, [])
+    counts = [wanted - 1] if wanted else range(1, min(len(candidates), 5) + 1)
+    for count in counts:
+        if count <= 0 or count > len(candidates) or count > 8:
+            continue
+        for combo in itertools.combinations(candidates, count):
+            score = _balanced(_segments(length, list(combo)))
+            if score > best[0]:
+                best = (score, list(combo))
+    return best[1] if best[0] >= 0.6 else []
+
+
+def split_panels(image: np.ndarray, expected: int | None = None, min_fraction: float = 0.12) -> list[PixelBox]:
+    """Panel boxes (x0, y0, x1, y1) in reading order; the whole image when no gutters are found.
+
+    `expected` (from the caption's panel letters) steers the choice between candidate gutters.
+    """
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    h, w = gray.shape
+    best: list[PixelBox] = [(0, 0, w, h)]
+    layouts = _layouts(expected) if expected and expected > 1 else [None]
+    for rows_wanted in layouts:
+        boxes = _split_grid(gray, rows_wanted, expected, min_fraction)
+        if expected and len(boxes) == expected:
+            return boxes
+        if not expected and len(boxes) > len(best):
+            best = boxes
+    return best
+
+
+def _layouts(expected: int) -> list[int]:
+    """Row counts worth trying for `expected` panels: one row, one column, then grids."""
+    rows = [1, expected]
+    rows += [r for r in range(2, expected) if expected % r == 0 or r == 2]
+    return rows
+
+
+def _split_grid(gray: np.ndarray, rows_wanted: int | None, expected: int | None, min_fraction: float) -> list[PixelBox]:
+    h, w = gray.shape
+    row_cuts = _best_cuts(gray, 1, rows_wanted, min_fraction) if rows_wanted != 1 else []
+    boxes: list[PixelBox] = []
+    rows = _segments(h, row_cuts)
+    for y0, y1 in rows:
+        band = gray[y0:y1]
+        per_row = None
+        if expected and rows_wanted:
+            per_row = max(1, round(expected / rows_wanted)) if rows_wanted else None
+        col_cuts = _best_cuts(band, 0, per_row, min_fraction / max(1, per_row or 1) * 1.5)
+        for x0, x1 in _segments(w, col_cuts):
+            boxes.append(_trim(gray, (x0, y0, x1, y1)))
+    return boxes
+
+
+def _trim(gray: np.ndarray, box: PixelBox) -> PixelBox:
+    """Shrink a panel box past leftover gutter lines on its edges (a few pixels at most)."""
+    x0, y0, x1, y1 = box
+    crop = gray[y0:y1, x0:x1]
+
+    def leading(flags: np.ndarray) -> int:
+        limit = max(3, int(0.03 * len(flags)))
+        count = next((i for i, v in enumerate(flags) if not v), len(flags))
+        return count if count <= limit else 0
+
+    rows = _uniform_lines(crop, 1, 0.995)
+    cols = _uniform_lines(crop, 0, 0.995)
+    return (x0 + leading(cols), y0 + leading(rows), x1 - leading(cols[::-1]), y1 - leading(rows[::-1]))
