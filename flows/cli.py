@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES = [
+    "flows.commands_sample",
     "flows.commands_extract",
     "flows.commands_build",
     "flows.commands_manifest",

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import pymupdf
 from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -30,6 +29,7 @@ from pipeline.records import CaptionChoice, Pair
 from pipeline.review_store import (
     DECISIVE_ACTIONS,
     MODALITIES,
+    ItemState,
     NothingToUndo,
     QueueItem,
     ReviewConflict,
@@ -89,13 +89,18 @@ class PageGeometry(BaseModel):
     rotation_matrix: tuple[float, float, float, float, float, float]
 
     def box_percent(self, bbox: Sequence[float]) -> dict[str, float]:
-        rect = pymupdf.Rect(bbox) * pymupdf.Matrix(*self.rotation_matrix)
-        rect.normalize()
+        """Map a box in unrotated page space onto the rendered (rotated) page."""
+        a, b, c, d, e, f = self.rotation_matrix
+        x0, y0, x1, y1 = bbox
+        xs, ys = [], []
+        for x, y in ((x0, y0), (x1, y0), (x0, y1), (x1, y1)):
+            xs.append(a * x + c * y + e)
+            ys.append(b * x + d * y + f)
         return {
-            "left": max(0.0, 100 * rect.x0 / self.width),
-            "top": max(0.0, 100 * rect.y0 / self.height),
-            "width": min(100.0, 100 * rect.width / self.width),
-            "height": min(100.0, 100 * rect.height / self.height),
+            "left": max(0.0, 100 * min(xs) / self.width),
+            "top": max(0.0, 100 * min(ys) / self.height),
+            "width": min(100.0, 100 * (max(xs) - min(xs)) / self.width),
+            "height": min(100.0, 100 * (max(ys) - min(ys)) / self.height),
         }
 
 
@@ -146,6 +151,8 @@ class SourceFiles:
             cached = self._geometry.get(key)
         if cached is not None:
             return cached
+        import pymupdf
+
         with pymupdf.open(pdf_path) as document:
             page = document[page_number - 1]
             matrix = page.rotation_matrix
@@ -163,6 +170,8 @@ class SourceFiles:
         target = self.cache_dir / f"{sha256}-p{page_number}-{self.settings.page_dpi}dpi.png"
         if target.is_file():
             return target
+        import pymupdf
+
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with pymupdf.open(pdf_path) as document:
             if not 1 <= page_number <= document.page_count:
@@ -262,8 +271,7 @@ def create_review_app(
         return response
 
     def build_roots(build_id: str, key: str) -> list[Path]:
-        build = store.get_build(build_id)
-        return _paths(build.source.get(key)) if build is not None else []
+        return _paths(store.build_source(build_id).get(key))
 
     def load_item(item_key: str, build_id: str) -> QueueItem:
         try:
@@ -282,7 +290,7 @@ def create_review_app(
         query = {"build": build_id, **{k: v for k, v in params.items() if v}}
         return f"/item/{item_key}?{urlencode(query)}"
 
-    def next_undecided(items: list[QueueItem], after_position: int) -> QueueItem | None:
+    def next_undecided(items: Sequence[QueueItem | ItemState], after_position: int) -> QueueItem | ItemState | None:
         undecided = [item for item in items if not item.decided]
         later = [item for item in undecided if item.position > after_position]
         return (later or undecided or [None])[0]
@@ -322,7 +330,7 @@ def create_review_app(
 
     @app.get("/next")
     def go_next(build: str, after: int = -1, last: str = "") -> Response:
-        items = store.queue(build)
+        items = store.queue_states(build)
         target = next_undecided(items, after)
         if target is None:
             return RedirectResponse(f"/queue?{urlencode({'build': build})}", status_code=303)
@@ -331,16 +339,16 @@ def create_review_app(
     @app.get("/item/{item_key}", response_class=HTMLResponse)
     def show_item(request: Request, item_key: str, build: str, last: str = "") -> Response:
         item = load_item(item_key, build)
-        items = store.queue(build)
+        items = store.queue_states(build)
         index = next(i for i, candidate in enumerate(items) if candidate.item_key == item_key)
         previous_item = items[index - 1] if index > 0 else None
         next_item = items[index + 1] if index + 1 < len(items) else None
-        undo_target: QueueItem | None = None
+        undo_target: QueueItem | ItemState | None = None
         if item.decision is not None:
             undo_target = item
         elif last and last != item_key:
             candidate = next((c for c in items if c.item_key == last), None)
-            if candidate is not None and candidate.decision is not None:
+            if candidate is not None and candidate.has_decision:
                 undo_target = candidate
         pdf_path = locate_pdf(item)
         highlight = None
@@ -353,7 +361,7 @@ def create_review_app(
             request,
             "review_item.html",
             {
-                "build": store.get_build(build),
+                "build": store.get_build(build, with_progress=False),
                 "item": item,
                 "pair": item.pair,
                 "res": item.resolution,
@@ -440,7 +448,7 @@ def create_review_app(
                 request,
                 "review_conflict.html",
                 {
-                    "build": store.get_build(build),
+                    "build": store.get_build(build, with_progress=False),
                     "item": store.item(item_key, build),
                     "conflict": conflict,
                     "fields": {k: v for k, v in fields.items() if v is not None},
@@ -456,7 +464,7 @@ def create_review_app(
             raise HTTPException(400, str(exc)) from exc
         logger.info("%s: %s on %s by %s (v%d)", build, action, item_key[:12], who, decision.version)
         if action in DECISIVE_ACTIONS and return_to != "item":
-            target = next_undecided(store.queue(build), item.position)
+            target = next_undecided(store.queue_states(build), item.position)
             url = (
                 item_url(build, target.item_key, last=item_key)
                 if target is not None

@@ -47,11 +47,35 @@ def _imagenet_weights_file(config: VisionConfig) -> Path | None:
     return cached if cached.exists() else None
 
 
+class CustomWidthResNet(torchvision.models.resnet.ResNet):
+    """torchvision's ResNet (same forward and key names) with configurable stage widths, for tiny models."""
+
+    def __init__(self, block: type[nn.Module], layers: list[int], widths: list[int]) -> None:
+        nn.Module.__init__(self)
+        if len(layers) != 4 or len(widths) != 4:
+            raise ValueError(f"a custom ResNet needs four stages, got layers {layers} and widths {widths}")
+        self._norm_layer = nn.BatchNorm2d
+        self.inplanes = widths[0]
+        self.dilation = 1
+        self.groups = 1
+        self.base_width = 64
+        self.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, widths[0], layers[0])
+        self.layer2 = self._make_layer(block, widths[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(block, widths[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(block, widths[3], layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(widths[3] * block.expansion, 1000)
+
+
 def build_resnet(config: VisionConfig) -> tuple[nn.Module, int, str]:
     """A torchvision ResNet with fc = identity; returns (trunk, feature dim, how it was initialised)."""
     if config.arch == "custom":
         block = torchvision.models.resnet.BasicBlock if config.block == "basic" else torchvision.models.resnet.Bottleneck
-        trunk = torchvision.models.resnet.ResNet(block, list(config.layers))
+        trunk = CustomWidthResNet(block, list(config.layers), list(config.widths))
     else:
         trunk = torchvision.models.get_model(config.arch, weights=None)
     feature_dim = trunk.fc.in_features

@@ -25,6 +25,9 @@ class VisionConfig(BaseModel):
     layers: list[int] = Field(
         default_factory=lambda: [1, 1, 1, 1], description="Blocks per stage of a 'custom' ResNet (four stages)."
     )
+    widths: list[int] = Field(
+        default_factory=lambda: [64, 128, 256, 512], description="Channels per stage of a 'custom' ResNet."
+    )
     pretrained: bool = Field(True, description="Start from ImageNet weights when they are available offline.")
     weights: str = Field(
         "IMAGENET1K_V2", description="torchvision weights enum member looked up in the torch hub cache."

@@ -482,7 +482,7 @@ class Trainer:
                     terms = self.train_step(micro)
                     window_samples += config.batch_size * config.grad_accumulation * self.context.world_size
                     terms["lr"] = self.scheduler.get_last_lr()[0]
-                    terms["logit_scale"] = float(self.model.logit_scale.exp())
+                    terms["logit_scale"] = self.model.logit_scale.detach().exp().item()
                     if self.step % config.log_every == 0 or self.step == end_step:
                         elapsed = time.perf_counter() - window_start
                         terms["samples_per_s"] = window_samples / max(elapsed, 1e-9)

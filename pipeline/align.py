@@ -61,7 +61,7 @@ class CaptionGroup:
         parsed = self.parsed.get(language)
         if parsed is None:
             return None
-        return canonical_caption(parsed.title, parsed.panel_text(letter), language)
+        return canonical_caption(parsed.title, parsed.panel_texts(letter), language)
 
 
 @dataclass

@@ -11,11 +11,12 @@ import re
 from dataclasses import dataclass, field
 
 from pipeline.captions import match_caption_start
+from pipeline.clean import remove_ocr_spacing
 
 Language = str  # "en" | "zh"
 
 _LETTERS = "ABCDEFGHIJ"
-_BEFORE = r"(?:(?<=^)|(?<=[\s。；;，,:：)）]))"
+_BEFORE = r"(?:(?<=^)|(?<=[\s。；;，,:：)）\u4e00-\u9fff]))"
 _RANGE = rf"{_BEFORE}(?P<r0>[A-J])\s*[-–—~～至]\s*(?P<r1>[A-J])\s*[.:、．：](?!\d)"
 _SINGLE = rf"{_BEFORE}(?P<s>[A-J])\s*[.:、．：](?![\d.．]|[A-Za-z][.．])"
 _PAREN = rf"[(（](?P<p>[a-jA-J])[)）]"
@@ -45,10 +46,13 @@ class ParsedCaption:
         found = {letter for seg in self.segments if seg.letters for letter in seg.letters}
         return sorted(found, key=_LETTERS.index)
 
-    def panel_text(self, letter: str | None) -> str:
-        """This panel's text: shared segments and the segments naming it, in printed order."""
-        parts = [seg.text for seg in self.segments if seg.letters is None or letter is None or letter in seg.letters]
-        return " ".join(p for p in parts if p)
+    def panel_texts(self, letter: str | None) -> list[str]:
+        """This panel's text pieces: shared segments and the segments naming it, in printed order."""
+        return [
+            seg.text
+            for seg in self.segments
+            if seg.text and (seg.letters is None or letter is None or letter in seg.letters)
+        ]
 
 
 def caption_language(style: str, text: str) -> Language:
@@ -71,7 +75,7 @@ def _split_title(body: str, language: Language) -> tuple[str, str]:
 
 def parse_caption(text: str) -> ParsedCaption | None:
     """Parse caption text that starts with a figure number; None if it does not."""
-    flat = re.sub(r"\s*\n\s*", " ", text).strip()
+    flat = remove_ocr_spacing(re.sub(r"\s*\n\s*", " ", text).strip())
     start = match_caption_start(flat)
     if not start:
         return None

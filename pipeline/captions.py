@@ -45,11 +45,26 @@ def match_caption_start(text: str) -> tuple[str, str, int] | None:
     style is 'zh' (图3-12), 'en_figure' (FIGURE 3-12, the English book style) or 'en_fig'
     (Fig. 3-12, the English half of a bilingual caption).
     """
-    m = CAPTION_START.match(normalise_width(text))
-    if not m:
+    normalised = normalise_width(text)
+    m = CAPTION_START.match(normalised)
+    if not m or _is_citation(normalised[m.end() :]):
         return None
     if m.group("zh"):
         return normalise_figure_id(m.group("zh_id")), "zh", m.end()
     if m.group("figure"):
         return normalise_figure_id(m.group("figure_id")), "en_figure", m.end()
     return normalise_figure_id(m.group("fig_id")), "en_fig", m.end()
+
+
+_CITATION_FOLLOWERS = tuple(")]】,;、") + ("所示",)
+
+
+def _is_citation(rest: str) -> bool:
+    """Text after a figure number that reads as a running-text citation, not a caption title:
+    `Figure 3-15).`, `图3-12所示`, `Figure 3-12 shows ...`."""
+    rest = normalise_width(rest).lstrip()
+    if not rest:
+        return False
+    if rest.startswith(_CITATION_FOLLOWERS) or rest.startswith(("）", "，", "；")):
+        return True
+    return rest[0].islower()

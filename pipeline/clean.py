@@ -388,6 +388,8 @@ def normalise_english(text: str, confusions: OcrConfusions | None = None) -> str
     text = _EN_SPACE_BEFORE_RE.sub(r"\1", text)
     text = _EN_SPACE_AFTER_OPEN_RE.sub(r"\1", text)
     text = re.sub(r"([,;:])(?=[A-Za-z(])", r"\1 ", text)
+    text = re.sub(r"(?<=[A-Za-z]{2})\((?=[A-Za-z0-9])", " (", text)
+    text = re.sub(r"\)(?=[A-Za-z]{2})", ") ", text)
     text = re.sub(r"(?<!\.)\.\.(?!\.)", ".", text)
     return text.strip()
 
@@ -409,6 +411,32 @@ def _remove_zh_spaces(text: str) -> str:
     return "".join(rebuilt)
 
 
+def _is_panel_label_stop(chars: list[str], index: int) -> bool:
+    """A full stop right after a lone capital letter is a panel label (`B．`) inside Chinese text."""
+    if index < 1 or not ("A" <= chars[index - 1] <= "Z"):
+        return False
+    before_letter = chars[index - 2] if index >= 2 else ""
+    return not (before_letter.isascii() and before_letter.isalnum())
+
+
+def remove_ocr_spacing(text: str) -> str:
+    """Remove the spaces OCR puts between CJK characters, digits and figure-number parts.
+
+    `图 3 - 1 2 视网膜 中央` -> `图3-12 视网膜中央`... but spaces next to Latin letters stay, so
+    a caption parser can still find `视盘水肿 A．彩色` panel labels. Use before parsing raw
+    OCR captions; `clean_caption` removes the remaining spaces of Chinese text itself.
+    """
+    text = re.sub(
+        rf"(?P<label>图|{_EN_LABEL}\.?)\s*(?P<number>{_FIGURE_NUMBER})(?![0-9])",
+        lambda m: m.group("label") + (" " if m.group("label") != "图" else "") + re.sub(r"\s+", "", m.group("number")),
+        text,
+    )
+    cjk_or_digit = f"[{_CJK_CLASS}{_CJK_PUNCT_CLASS}0-9]"
+    wide = f"[{_CJK_CLASS}{_CJK_PUNCT_CLASS}]"
+    text = re.sub(rf"(?<={wide})[ \t\u3000]+(?={cjk_or_digit})|(?<={cjk_or_digit})[ \t\u3000]+(?={wide})", "", text)
+    return text
+
+
 def normalise_chinese(text: str, confusions: OcrConfusions | None = None) -> str:
     """Full-width sentence punctuation, half-width digits and latin, no spaces around CJK."""
     confusions = confusions or load_ocr_confusions()
@@ -420,7 +448,9 @@ def normalise_chinese(text: str, confusions: OcrConfusions | None = None) -> str
         after = chars[index + 1] if index + 1 < len(chars) else ""
         between_digits = before.isdigit() and after.isdigit()
         if ch in (".", "．"):
-            if between_digits or (before.isascii() and before.isalpha() and after.isascii() and after.isalpha()):
+            if _is_panel_label_stop(chars, index):
+                chars[index] = "．"
+            elif between_digits or (before.isascii() and before.isalpha() and after.isascii() and after.isalpha()):
                 chars[index] = "."
             elif before and (is_cjk(before) or before in "）)」》%" or before.isdigit() or before.isalpha()):
                 chars[index] = "。"

@@ -139,8 +139,10 @@ def _encode_png(image: np.ndarray) -> bytes:
 
 
 def _pixmap_to_rgb(pixmap: pymupdf.Pixmap) -> pymupdf.Pixmap:
-    if pixmap.colorspace is None or pixmap.colorspace.n != 3 or pixmap.alpha:
-        pixmap = pymupdf.Pixmap(pymupdf.csRGB, pixmap, 0)
+    if pixmap.alpha:
+        pixmap = pymupdf.Pixmap(pixmap, 0)
+    if pixmap.colorspace is None or pixmap.colorspace.n != 3:
+        pixmap = pymupdf.Pixmap(pymupdf.csRGB, pixmap)
     return pixmap
 
 

@@ -11,7 +11,6 @@ flagged for review. Every decision carries human-readable reasons.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import re
@@ -93,7 +92,7 @@ class ModalityResult(BaseModel):
     sublabel: str | None = Field(None, description="Finer label where the caption says so (ICGA, red-free, FAF, OCTA).")
     confidence: float = Field(ge=0.0, le=1.0, description="Probability-like confidence in the modality.")
     reasons: list[str] = Field(default_factory=list, description="Human-readable evidence, image first, then caption.")
-    needs_review: bool = Field(description="True when confidence is below the review threshold.")
+    needs_review: bool = Field(description="True when confidence is below the review threshold or image and caption disagree.")
     image_probabilities: dict[str, float] = Field(default_factory=dict, description="Image-only class probabilities.")
 
 
@@ -230,8 +229,8 @@ def extract_features(image: np.ndarray, max_side: int = 256) -> dict[str, float]
     return {
         "white_fraction": float(white.mean()),
         "black_fraction": float(black.mean()),
-        "saturation_mean": _masked_mean(saturation, content),
-        "colour_fraction": float(coloured.sum() / max(int(content.sum()), 1)),
+        "saturation_mean": math.log(_masked_mean(saturation, content) + 0.02),
+        "colour_fraction": math.log(float(coloured.sum() / max(int(content.sum()), 1)) + 0.02),
         "red_hue_fraction": float(red_hue.sum() / coloured_count) if coloured.any() else 0.0,
         "green_blue_hue_fraction": float(green_blue_hue.sum() / coloured_count) if coloured.any() else 0.0,
         "red_green_log_ratio": math.log((_masked_mean(red, content) + 0.02) / (_masked_mean(green, content) + 0.02)),
@@ -439,7 +438,8 @@ def classify_modality(
     caption_modality = (
         max(strongest_by_modality.values(), key=lambda item: item.cue.weight).cue.modality if strongest_by_modality else None
     )
-    if caption_modality is not None and caption_modality != image_view:
+    disagreement = caption_modality is not None and caption_modality != image_view
+    if disagreement:
         confidence *= options.disagreement_penalty
         reasons.append(
             f"disagreement: image looks like {image_view}, caption points to {caption_modality}; "
@@ -465,8 +465,8 @@ def classify_modality(
         reasons.append(f"image class {image_class} is reported as {modality} without a caption cue")
 
     confidence = min(max(confidence, 0.0), 1.0)
-    needs_review = confidence < options.review_threshold
-    if needs_review:
+    needs_review = confidence < options.review_threshold or disagreement
+    if confidence < options.review_threshold:
         reasons.append(f"confidence {confidence:.2f} below review threshold {options.review_threshold:.2f}")
     return ModalityResult(
         modality=modality,

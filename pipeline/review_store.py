@@ -159,6 +159,16 @@ class QueueItem(BaseModel):
         return self.resolution.decided
 
 
+class ItemState(BaseModel):
+    """Where an item stands, without its pair (cheap enough to compute for a whole queue per page view)."""
+
+    item_key: str = Field(description="Content key.")
+    position: int = Field(description="0-based order in the build's queue.")
+    version: int = Field(0, description="Number of applied decisions.")
+    decided: bool = Field(False, description="True when the item has a verdict.")
+    has_decision: bool = Field(False, description="True when some decision (a verdict or a modality) is in effect.")
+
+
 class BuildInfo(BaseModel):
     """A registered build and its review progress."""
 
@@ -341,26 +351,30 @@ class ReviewStore:
         """All builds, newest first, with their progress."""
         with self._connect() as conn:
             rows = conn.execute("SELECT * FROM builds ORDER BY created DESC, build_id").fetchall()
-        builds = []
-        for row in rows:
-            decided, total = self.progress(row["build_id"])
-            builds.append(
-                BuildInfo(
-                    build_id=row["build_id"],
-                    dataset=row["dataset"],
-                    created=row["created"],
-                    source=json.loads(row["source_json"]),
-                    decided=decided,
-                    total=total,
-                )
-            )
-        return builds
+        return [self._build_info(row) for row in rows]
 
-    def get_build(self, build_id: str) -> BuildInfo | None:
-        for build in self.list_builds():
-            if build.build_id == build_id:
-                return build
-        return None
+    def get_build(self, build_id: str, *, with_progress: bool = True) -> BuildInfo | None:
+        """One build (with its progress unless asked not to), or None."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM builds WHERE build_id = ?", (build_id,)).fetchone()
+        return self._build_info(row, with_progress) if row is not None else None
+
+    def build_source(self, build_id: str) -> dict[str, Any]:
+        """Source info recorded at registration (PDFs, optional pdf_roots / image_roots)."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT source_json FROM builds WHERE build_id = ?", (build_id,)).fetchone()
+        return json.loads(row["source_json"]) if row is not None else {}
+
+    def _build_info(self, row: sqlite3.Row, with_progress: bool = True) -> BuildInfo:
+        decided, total = self.progress(row["build_id"]) if with_progress else (0, 0)
+        return BuildInfo(
+            build_id=row["build_id"],
+            dataset=row["dataset"],
+            created=row["created"],
+            source=json.loads(row["source_json"]),
+            decided=decided,
+            total=total,
+        )
 
     @staticmethod
     def _select_keys(conn: sqlite3.Connection, keys: list[str]) -> None:
@@ -446,10 +460,35 @@ class ReviewStore:
             resolution=resolution,
         )
 
+    def queue_states(self, build_id: str) -> list[ItemState]:
+        """Decision state of every item of a build, in queue order, without loading the pairs."""
+        with self._connect() as conn:
+            conn.execute("BEGIN")
+            rows = conn.execute(
+                "SELECT item_key, position FROM items WHERE build_id = ? ORDER BY position", (build_id,)
+            ).fetchall()
+            keys = [row["item_key"] for row in rows]
+            decisions = self._decisions_for(conn, keys)
+            versions = self._versions_for(conn, keys)
+            conn.execute("COMMIT")
+        states = []
+        for row in rows:
+            resolution, latest = fold_decisions(decisions[row["item_key"]])
+            states.append(
+                ItemState(
+                    item_key=row["item_key"],
+                    position=row["position"],
+                    version=versions.get(row["item_key"], 0),
+                    decided=resolution.decided,
+                    has_decision=latest is not None,
+                )
+            )
+        return states
+
     def progress(self, build_id: str) -> tuple[int, int]:
         """(decided, total) items of a build."""
-        items = self.queue(build_id)
-        return sum(1 for item in items if item.decided), len(items)
+        states = self.queue_states(build_id)
+        return sum(1 for state in states if state.decided), len(states)
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -738,8 +777,10 @@ def _csv_action(resolution: Resolution) -> str:
     if resolution.review_status == "accepted":
         return "accept"
     if resolution.review_status == "edited":
-        return "choose_caption" if resolution.chosen is not None and resolution.caption_en == resolution.chosen.caption_en \
-            and resolution.caption_zh == resolution.chosen.caption_zh else "edit_caption"
+        chosen = resolution.chosen
+        if chosen is not None and (resolution.caption_en, resolution.caption_zh) == (chosen.caption_en, chosen.caption_zh):
+            return "choose_caption"
+        return "edit_caption"
     return ""
 
 

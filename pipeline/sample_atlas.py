@@ -37,12 +37,12 @@ one panel (``A.``, ``A．``, ``A、``, ``(a)``, ``左图：``/``右图：``), la
 from __future__ import annotations
 
 import functools
-import json
+import itertools
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -340,29 +340,37 @@ def printed_caption_blocks(figure_id: str, figure: FigureSpec, style: str) -> li
 # ---------------------------------------------------------------- text layout
 
 
-@functools.lru_cache(maxsize=1)
-def _zh_font() -> pymupdf.Font:
-    """The CJK face shipped with PyMuPDF (Droid Sans Fallback), embedded and subset on save."""
-    return pymupdf.Font("china-s")
-
-
-@functools.lru_cache(maxsize=1)
-def _zh_font_buffer() -> bytes:
-    return _zh_font().buffer
+@functools.lru_cache(maxsize=8)
+def _font(fontname: str) -> pymupdf.Font:
+    """Fonts shipped with PyMuPDF; 'zh' is its CJK face (Droid Sans Fallback). Subset on save."""
+    return pymupdf.Font("china-s" if fontname == "zh" else fontname)
 
 
 @functools.lru_cache(maxsize=20000)
+def _char_width(character: str, fontname: str) -> float:
+    return _font(fontname).text_length(character, fontsize=1.0)
+
+
 def _text_width(text: str, fontname: str, fontsize: float) -> float:
-    if fontname == "zh":
-        return _zh_font().text_length(text, fontsize=fontsize)
-    return pymupdf.get_text_length(text, fontname=fontname, fontsize=fontsize)
+    """Advance width of a line: sums cached glyph advances (these fonts have no kerning here)."""
+    return fontsize * sum(_char_width(character, fontname) for character in text)
+
+
+def _insert_lines(writer: pymupdf.TextWriter, x: float, top: float, lines: list[str], style: _TextStyle) -> None:
+    """Queue lines on the page's text writer (written once per page, which is much faster)."""
+    font = _font(style.fontname)
+    baseline = top + style.fontsize * 0.95
+    for line in lines:
+        writer.append((x, baseline), line, font=font, fontsize=style.fontsize)
+        baseline += style.fontsize * style.leading
 
 
 _ZH_TOKEN = re.compile(r"图\d+(?:-\d+)*|[A-Za-z0-9][A-Za-z0-9.\-/%]*|\s+|.")
 _NO_LINE_START = set("，。；：、）》”％%")
 
 
-def _wrap(text: str, width: float, fontname: str, fontsize: float) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def _wrap(text: str, width: float, fontname: str, fontsize: float) -> tuple[str, ...]:
     """Greedy line breaking; figure citations ('图3-12', 'Fig. 3-12') are never split."""
     if fontname == "zh":
         tokens = _ZH_TOKEN.findall(text)
@@ -376,18 +384,21 @@ def _wrap(text: str, width: float, fontname: str, fontsize: float) -> list[str]:
                 tokens.append(word)
         joiner = " "
     lines: list[str] = []
-    current = ""
+    current, current_width = "", 0.0
+    joiner_width = _text_width(joiner, fontname, fontsize)
     for token in tokens:
-        candidate = current + (joiner if current and joiner else "") + token
-        fits = _text_width(candidate, fontname, fontsize) <= width
-        if fits or not current or (fontname == "zh" and token[0] in _NO_LINE_START):
-            current = candidate
+        token_width = _text_width(token, fontname, fontsize)
+        added = token_width + (joiner_width if current else 0.0)
+        if current_width + added <= width or not current or (fontname == "zh" and token[0] in _NO_LINE_START):
+            current += (joiner if current else "") + token
+            current_width += added
         else:
             lines.append(current.rstrip())
             current = token.lstrip()
+            current_width = _text_width(current, fontname, fontsize)
     if current.strip():
         lines.append(current.rstrip())
-    return lines
+    return tuple(lines)
 
 
 class _TextStyle(BaseModel):
@@ -397,14 +408,15 @@ class _TextStyle(BaseModel):
 
 
 _STYLES = {
-    ("body", "zh"): _TextStyle(fontname="zh", fontsize=9.5, leading=1.6),
+    ("body", "zh"): _TextStyle(fontname="zh", fontsize=9.5, leading=1.5),
     ("body", "en"): _TextStyle(fontname="tiro", fontsize=9.5, leading=1.3),
-    ("caption", "zh"): _TextStyle(fontname="zh", fontsize=8.5, leading=1.5),
+    ("caption", "zh"): _TextStyle(fontname="zh", fontsize=8.5, leading=1.45),
     ("caption", "en"): _TextStyle(fontname="helv", fontsize=8.0, leading=1.3),
     ("heading", "zh"): _TextStyle(fontname="zh", fontsize=15.0, leading=1.8),
     ("heading", "en"): _TextStyle(fontname="tibo", fontsize=15.0, leading=1.8),
     ("header", "zh"): _TextStyle(fontname="zh", fontsize=8.0, leading=1.2),
     ("header", "en"): _TextStyle(fontname="helv", fontsize=8.0, leading=1.2),
+    ("folio", "en"): _TextStyle(fontname="helv", fontsize=9.0, leading=1.2),
 }
 
 
@@ -435,7 +447,9 @@ def _fresh_images(rng: np.random.Generator) -> ImageSource:
     return make
 
 
-def _row_layout(aspects: list[float], rows: list[list[int]], width: float, gap: float) -> tuple[list[list[float]], float]:
+def _row_layout(
+    aspects: list[float], rows: list[list[int]], width: float, gap: float
+) -> tuple[list[list[float]], float]:
     """Boxes (x0, y0, x1, y1) for panels laid out in rows of equal height filling `width`."""
     boxes: list[list[float]] = [[0.0, 0.0, 0.0, 0.0] for _ in aspects]
     y = 0.0
@@ -479,12 +493,13 @@ class _BookWriter:
         self.pending: dict[str, _PendingFigure] = {}
         self.filler_cursor = 0
         self.figure_count = 0
+        self.text = pymupdf.TextWriter(pymupdf.Rect(0, 0, PAGE_WIDTH, PAGE_HEIGHT))
 
     # -- pages
 
     def add_page(self, plan: dict) -> None:
         page = self.doc.new_page(width=PAGE_WIDTH, height=PAGE_HEIGHT)
-        page.insert_font(fontname="zh", fontbuffer=_zh_font_buffer())
+        self.text = pymupdf.TextWriter(page.rect)
         number = self.doc.page_count
         self._running_header(page, number)
         if "columns" in plan:
@@ -500,6 +515,7 @@ class _BookWriter:
         for column, items in zip(columns, item_lists, strict=True):
             for item in items:
                 self._add_item(page, number, column, item)
+        self.text.write_text(page)
 
     def _running_header(self, page: pymupdf.Page, number: int) -> None:
         printed = self.spec.first_page_number + number - 1
@@ -507,11 +523,11 @@ class _BookWriter:
         header = self.spec.header_even if printed % 2 == 0 else self.spec.header_odd
         header_width = _text_width(header, style.fontname, style.fontsize)
         x = MARGIN_X if printed % 2 == 0 else PAGE_WIDTH - MARGIN_X - header_width
-        page.insert_text((x, 42), header, fontname=style.fontname, fontsize=style.fontsize)
+        _insert_lines(self.text, x, 42 - style.fontsize * 0.95, [header], style)
         page.draw_line((MARGIN_X, 48), (PAGE_WIDTH - MARGIN_X, 48), color=(0.3, 0.3, 0.3), width=0.5)
         label = str(printed)
         label_width = _text_width(label, "helv", 9)
-        page.insert_text(((PAGE_WIDTH - label_width) / 2, 816), label, fontname="helv", fontsize=9)
+        _insert_lines(self.text, (PAGE_WIDTH - label_width) / 2, 816 - 9 * 0.95, [label], _STYLES[("folio", "en")])
 
     def _add_item(self, page: pymupdf.Page, number: int, column: _Column, item: dict) -> None:
         if "heading" in item:
@@ -548,12 +564,10 @@ class _BookWriter:
                 return None
         if not lines:
             return None
-        baseline = column.y + style.fontsize * 0.95
-        page.insert_text(
-            (x0, baseline), "\n".join(lines), fontname=style.fontname, fontsize=style.fontsize, lineheight=style.leading
-        )
+        _insert_lines(self.text, x0, column.y, lines, style)
         height = (len(lines) - 1) * line_height + style.fontsize * 1.25
-        box = (x0, column.y, x0 + max(_text_width(line, style.fontname, style.fontsize) for line in lines), column.y + height)
+        line_width = max(_text_width(line, style.fontname, style.fontsize) for line in lines)
+        box = (x0, column.y, x0 + line_width, column.y + height)
         column.y += height + gap
         return box
 
@@ -615,7 +629,9 @@ class _BookWriter:
         beside = figure.caption == "beside"
         figure_width = column.width * width_fraction
         caption_width = column.width - figure_width - 14 if beside else column.width
-        caption_height = 0.0 if figure.caption == "next_page" else self._caption_height(figure_id, figure, caption_width)
+        caption_height = (
+            0.0 if figure.caption == "next_page" else self._caption_height(figure_id, figure, caption_width)
+        )
         room = column.bottom - column.y - 10
         needed = figure_width * unit_height + (0.0 if beside else caption_height)
         if needed > room:
@@ -685,12 +701,14 @@ class _BookWriter:
                 for index in row:
                     box = pixel_boxes[index]
                     pixel_w = max(8, round(box[2]) - round(box[0]))
-                    image = synthetic_images.GENERATORS[figure.panels[index]](self.rng, (pixel_w, max(8, row_bottom - row_top)))
+                    generator = synthetic_images.GENERATORS[figure.panels[index]]
+                    image = generator(self.rng, (pixel_w, max(8, row_bottom - row_top)))
                     if count > 1:
                         synthetic_images.draw_panel_label(image, _LETTERS[index])
                     panels.append((index, image))
             ordered = [image for _, image in sorted(panels, key=lambda pair: pair[0])]
-            stitched, boxes_px = synthetic_images.stitch_panels(ordered, rows, gutter, 255 if figure.stitched == "white" else 0)
+            gutter_value = 255 if figure.stitched == "white" else 0
+            stitched, boxes_px = synthetic_images.stitch_panels(ordered, rows, gutter, gutter_value)
             scale = width / stitched.shape[1]
             height = stitched.shape[0] * scale
             rect = pymupdf.Rect(x0, y0, x0 + width, y0 + height)
@@ -706,7 +724,8 @@ class _BookWriter:
             letter = _LETTERS[index] if (count > 1 and figure.labels_on_image) else None
             pixel_w = max(8, int(round(rect.width * PIXELS_PER_POINT)))
             pixel_h = max(8, int(round(rect.height * PIXELS_PER_POINT)))
-            page.insert_image(rect, stream=self.images(figure.panels[index], pixel_w, pixel_h, letter), keep_proportion=False)
+            stream = self.images(figure.panels[index], pixel_w, pixel_h, letter)
+            page.insert_image(rect, stream=stream, keep_proportion=False)
             panel_boxes.append(_rounded((rect.x0, rect.y0, rect.x1, rect.y1)))
         figure_box = _rounded(
             (min(b[0] for b in panel_boxes), min(b[1] for b in panel_boxes),
@@ -726,29 +745,33 @@ def _rounded(box: tuple[float, float, float, float]) -> BBox:
 # ---------------------------------------------------------------- scanning
 
 
-def _scan(doc: pymupdf.Document, truth: list[PanelTruth], rng: np.random.Generator) -> tuple[pymupdf.Document, list[PanelTruth]]:
+def _scan(
+    doc: pymupdf.Document, truth: list[PanelTruth], rng: np.random.Generator
+) -> tuple[pymupdf.Document, list[PanelTruth]]:
     """Rasterise every page with noise, skew and JPEG artefacts into an image-only PDF."""
     scanned = pymupdf.open()
     transforms = {}
     for page in doc:
-        dpi = int(rng.integers(150, 201))
+        dpi = int(rng.integers(150, 181))
         angle = float(rng.uniform(0.3, 1.3)) * (1 if rng.random() < 0.5 else -1)
         pixmap = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
-        grey = np.frombuffer(pixmap.samples, dtype=np.uint8).reshape(pixmap.height, pixmap.width).astype(np.float32)
-        paper = 236.0 + 8.0 * synthetic_images._smooth_noise(rng, pixmap.width, pixmap.height, 6)
-        grey = grey / 255.0 * paper + rng.normal(0.0, 7.0, size=grey.shape).astype(np.float32)
-        grey = cv2.GaussianBlur(grey, (0, 0), 0.6)
-        matrix = cv2.getRotationMatrix2D((pixmap.width / 2, pixmap.height / 2), angle, 1.0)
-        rotated = cv2.warpAffine(
-            np.clip(grey, 0, 255).astype(np.uint8), matrix, (pixmap.width, pixmap.height),
-            flags=cv2.INTER_LINEAR, borderValue=236,
+        ink = np.frombuffer(pixmap.samples, dtype=np.uint8).reshape(pixmap.height, pixmap.width)
+        paper = cv2.resize(
+            (230.0 + 14.0 * rng.random((6, 6))).astype(np.float32), (pixmap.width, pixmap.height),
+            interpolation=cv2.INTER_LINEAR,
         )
+        noise = rng.standard_normal(ink.shape, dtype=np.float32) * 7.0
+        grey = np.clip(ink * (paper / 255.0) + noise, 0, 255).astype(np.uint8)
+        matrix = cv2.getRotationMatrix2D((pixmap.width / 2, pixmap.height / 2), angle, 1.0)
+        rotated = cv2.warpAffine(grey, matrix, (pixmap.width, pixmap.height), flags=cv2.INTER_LINEAR, borderValue=236)
+        rotated = cv2.GaussianBlur(rotated, (3, 3), 0.6)
         ok, jpeg = cv2.imencode(".jpg", rotated, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(55, 76))])
         if not ok:
             raise RuntimeError("could not encode a scanned page")
         new_page = scanned.new_page(width=page.rect.width, height=page.rect.height)
         new_page.insert_image(new_page.rect, stream=jpeg.tobytes(), keep_proportion=False)
-        transforms[page.number + 1] = (matrix, pixmap.width / page.rect.width, pixmap.height / page.rect.height, page.rect)
+        scale_x, scale_y = pixmap.width / page.rect.width, pixmap.height / page.rect.height
+        transforms[page.number + 1] = (matrix, scale_x, scale_y, page.rect)
 
     def move(box: BBox, page_number: int) -> BBox:
         matrix, scale_x, scale_y, rect = transforms[page_number]
@@ -790,13 +813,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_name, 0o666 & ~umask)
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
 
 
-def _write_book(spec: BookSpec, rng: np.random.Generator, images: ImageSource) -> tuple[pymupdf.Document, list[PanelTruth], int]:
+def _write_book(
+    spec: BookSpec, rng: np.random.Generator, images: ImageSource
+) -> tuple[pymupdf.Document, list[PanelTruth], int]:
     writer = _BookWriter(spec, rng, images)
     for plan in spec.pages:
         writer.add_page(plan)
@@ -807,13 +835,23 @@ def _write_book(spec: BookSpec, rng: np.random.Generator, images: ImageSource) -
     return doc, truth, writer.figure_count
 
 
-def generate_sample_atlas(out_dir: Path, seed: int = 0) -> SampleAtlas:
-    """Write the sample atlas PDFs and truth.jsonl into out_dir; the same seed gives the same bytes."""
+def generate_sample_atlas(out_dir: Path, seed: int = 0, books: Sequence[str] | None = None) -> SampleAtlas:
+    """Write the sample atlas PDFs and truth.jsonl into out_dir; the same seed gives the same bytes.
+
+    `books` restricts the output to some book ids (each book's content does not depend on
+    which other books are written).
+    """
     out_dir = Path(out_dir)
-    books = load_sample_content()
+    specs = load_sample_content()
+    known = [spec.book for spec in specs]
+    unknown = sorted(set(books or ()) - set(known))
+    if unknown:
+        raise ValueError(f"unknown sample books {unknown}; known: {known}")
     summaries: list[BookSummary] = []
     all_truth: list[PanelTruth] = []
-    for book_index, spec in enumerate(books):
+    for book_index, spec in enumerate(specs):
+        if books is not None and spec.book not in books:
+            continue
         rng = np.random.default_rng([seed, book_index])
         doc, truth, figure_count = _write_book(spec, rng, _fresh_images(rng))
         pdf_path = out_dir / f"{spec.book}.pdf"
@@ -835,7 +873,7 @@ def generate_sample_atlas(out_dir: Path, seed: int = 0) -> SampleAtlas:
 def _reused_images(rng: np.random.Generator, variants: int = 2) -> ImageSource:
     """A few encoded images per kind, handed out again and again (PyMuPDF stores each once)."""
     cache: dict[str, list[bytes]] = {}
-    counter: Iterator[int] = iter(range(1 << 62))
+    counter = itertools.count()
 
     def make(kind: str, width: int, height: int, letter: str | None) -> bytes:
         if kind not in cache:
@@ -887,7 +925,8 @@ def summarise(atlas: SampleAtlas) -> str:
     """A few lines describing what was written (used by the CLI)."""
     lines = [f"{'book':<22} {'pages':>5} {'figures':>7} {'panels':>6}  scanned"]
     for book in atlas.books:
-        lines.append(f"{book.book:<22} {book.pages:>5} {book.figures:>7} {book.panels:>6}  {'yes' if book.scanned else 'no'}")
+        scanned = "yes" if book.scanned else "no"
+        lines.append(f"{book.book:<22} {book.pages:>5} {book.figures:>7} {book.panels:>6}  {scanned}")
     total_pages = sum(book.pages for book in atlas.books)
     total_figures = sum(book.figures for book in atlas.books)
     total_panels = sum(book.panels for book in atlas.books)

@@ -38,12 +38,24 @@ def _width_height(size: Size) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=1)
-def _retina_photograph() -> np.ndarray:
-    """The scikit-image fundus photograph, downscaled once (loading it costs ~0.1 s)."""
-    from skimage import data
+def _retina_photographs() -> tuple[np.ndarray, ...]:
+    """The scikit-image fundus photograph at two working sizes.
 
-    photo = np.ascontiguousarray(data.retina())
-    return cv2.resize(photo, (_RETINA_WORKING_SIDE, _RETINA_WORKING_SIDE), interpolation=cv2.INTER_AREA)
+    The JPEG shipped inside scikit-image is read directly; going through ``skimage.data``
+    costs seconds of imports.
+    """
+    import importlib.resources
+
+    shipped = importlib.resources.files("skimage.data").joinpath("retina.jpg")
+    encoded = np.frombuffer(shipped.read_bytes(), dtype=np.uint8) if shipped.is_file() else None
+    if encoded is not None:
+        photo = np.ascontiguousarray(cv2.imdecode(encoded, cv2.IMREAD_COLOR)[:, :, ::-1])
+    else:
+        from skimage import data
+
+        photo = np.ascontiguousarray(data.retina())
+    side = _RETINA_WORKING_SIDE
+    return tuple(cv2.resize(photo, (side // factor, side // factor), interpolation=cv2.INTER_AREA) for factor in (1, 2))
 
 
 def _to_rgb(grey: np.ndarray) -> np.ndarray:
@@ -64,31 +76,35 @@ def _circular_mask(width: int, height: int, center: tuple[float, float], radius:
 
 
 def cfp_image(rng: np.random.Generator, size: Size) -> np.ndarray:
-    """A colour fundus photograph: a varied crop/flip/rotation/colour shift of the CC0 photo."""
+    """A colour fundus photograph: a varied crop/flip/rotation/colour shift of the CC0 photo.
+
+    Rotation, zoom, shift, flip, crop and resize are folded into one affine warp so the cost
+    depends on the output size only.
+    """
     width, height = _width_height(size)
-    photo = _retina_photograph()
-    side = photo.shape[0]
     angle = float(rng.uniform(-15.0, 15.0))
     zoom = float(rng.uniform(1.0, 1.35))
-    shift = rng.uniform(-0.06, 0.06, size=2) * side
-    matrix = cv2.getRotationMatrix2D((side / 2, side / 2), angle, zoom)
-    matrix[:, 2] += shift
-    view = cv2.warpAffine(photo, matrix, (side, side), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
-    if rng.random() < 0.5:
-        view = view[:, ::-1]
+    shift = rng.uniform(-0.06, 0.06, size=2)
+    flip = bool(rng.random() < 0.5)
+    large, small = _retina_photographs()
     aspect = width / height
-    crop_w = side if aspect >= 1 else int(round(side * aspect))
-    crop_h = int(round(side / aspect)) if aspect >= 1 else side
-    crop_h = min(crop_h, side)
-    x0 = (side - crop_w) // 2
-    y0 = (side - crop_h) // 2
-    view = cv2.resize(
-        np.ascontiguousarray(view[y0 : y0 + crop_h, x0 : x0 + crop_w]), (width, height), interpolation=cv2.INTER_AREA
-    )
+    crop_fraction = (1.0, 1.0 / aspect) if aspect >= 1 else (aspect, 1.0)
+    photo = small if width / (large.shape[1] * crop_fraction[0]) * zoom < 0.5 else large
+    side = float(photo.shape[0])
+    rotate = np.vstack([cv2.getRotationMatrix2D((side / 2, side / 2), angle, zoom), [0.0, 0.0, 1.0]])
+    rotate[:2, 2] += shift * side
+    mirror = np.array([[-1.0, 0.0, side], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) if flip else np.eye(3)
+    crop_w, crop_h = side * crop_fraction[0], side * crop_fraction[1]
+    crop = np.array([[1.0, 0.0, -(side - crop_w) / 2], [0.0, 1.0, -(side - crop_h) / 2], [0.0, 0.0, 1.0]])
+    resize = np.diag([width / crop_w, height / crop_h, 1.0])
+    matrix = (resize @ crop @ mirror @ rotate)[:2]
+    view = cv2.warpAffine(photo, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
     gains = np.array([rng.uniform(0.85, 1.12), rng.uniform(0.8, 1.12), rng.uniform(0.7, 1.15)], dtype=np.float32)
     gamma = float(rng.uniform(0.8, 1.25))
-    shifted = 255.0 * ((view.astype(np.float32) / 255.0) ** gamma) * gains
-    return np.ascontiguousarray(np.clip(shifted, 0, 255).astype(np.uint8))
+    lookup = np.clip(255.0 * (np.arange(256, dtype=np.float32)[:, None] / 255.0) ** gamma * gains[None, :], 0, 255)
+    lookup = lookup.astype(np.uint8)
+    shifted = np.stack([lookup[view[:, :, channel], channel] for channel in range(3)], axis=2)
+    return np.ascontiguousarray(shifted)
 
 
 def red_free_image(rng: np.random.Generator, size: Size) -> np.ndarray:
@@ -241,7 +257,8 @@ def diagram_image(rng: np.random.Generator, size: Size) -> np.ndarray:
     cv2.circle(canvas, center, int(radius * 0.92), ink, line, cv2.LINE_AA)
     lens_center = (center[0] - int(radius * 0.78), center[1])
     cv2.ellipse(canvas, lens_center, (int(radius * 0.12), int(radius * 0.3)), 0, 0, 360, ink, line, cv2.LINE_AA)
-    cv2.ellipse(canvas, (center[0] - radius, center[1]), (int(radius * 0.15), int(radius * 0.42)), 0, 90, 270, ink, line)
+    cornea_axes = (int(radius * 0.15), int(radius * 0.42))
+    cv2.ellipse(canvas, (center[0] - radius, center[1]), cornea_axes, 0, 90, 270, ink, line)
     nerve_y = center[1] + int(radius * rng.uniform(-0.1, 0.1))
     cv2.line(canvas, (center[0] + radius, nerve_y - radius // 8), (width - 2, nerve_y - radius // 6), ink, line)
     cv2.line(canvas, (center[0] + radius, nerve_y + radius // 8), (width - 2, nerve_y + radius // 6), ink, line)
@@ -280,7 +297,8 @@ def chart_image(rng: np.random.Generator, size: Size) -> np.ndarray:
         y0 = int(bottom - value * (bottom - top))
         cv2.rectangle(canvas, (x0, y0), (x1, bottom - 1), colour, -1)
         tops.append(((x0 + x1) // 2, y0 - 6))
-        cv2.line(canvas, (left - 5, int(bottom - (bottom - top) * (index + 1) / bars)), (left, int(bottom - (bottom - top) * (index + 1) / bars)), (0, 0, 0), 1)
+        tick_y = int(bottom - (bottom - top) * (index + 1) / bars)
+        cv2.line(canvas, (left - 5, tick_y), (left, tick_y), (0, 0, 0), 1)
     cv2.polylines(canvas, [np.array(tops, dtype=np.int32).reshape(-1, 1, 2)], False, (30, 30, 30), 1, cv2.LINE_AA)
     return canvas
 
@@ -330,7 +348,8 @@ def logo_image(rng: np.random.Generator, size: Size) -> np.ndarray:
     cv2.circle(canvas, emblem, int(side * 0.2), (255, 255, 255), -1, cv2.LINE_AA)
     letters = "".join(chr(ord("A") + int(value)) for value in rng.integers(0, 26, size=2))
     font_scale = side / 40.0
-    cv2.putText(canvas, letters, (side + side // 6, int(height * 0.72)), cv2.FONT_HERSHEY_DUPLEX, font_scale, colour, max(1, side // 20), cv2.LINE_AA)
+    origin = (side + side // 6, int(height * 0.72))
+    cv2.putText(canvas, letters, origin, cv2.FONT_HERSHEY_DUPLEX, font_scale, colour, max(1, side // 20), cv2.LINE_AA)
     return canvas
 
 

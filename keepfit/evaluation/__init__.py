@@ -19,6 +19,7 @@ from keepfit.evaluation.reports import (
 )
 from keepfit.evaluation.runner import (
     EvaluationOptions,
+    EvaluationRequest,
     EvaluationResult,
     default_split,
     evaluate_checkpoint,
@@ -31,6 +32,7 @@ __all__ = [
     "METHOD_NAMES",
     "ClassificationMetrics",
     "EvaluationOptions",
+    "EvaluationRequest",
     "EvaluationResult",
     "ExperimentRegistry",
     "ExperimentSpec",

@@ -85,6 +85,11 @@ class FineTuneOptions(BaseModel):
     patience: int = Field(5, description="Stop after this many epochs without validation ACA gain (needs a val set).")
     horizontal_flip: bool = Field(True, description="Random horizontal flips of training images.")
     normalize: bool = Field(True, description="L2-normalise trunk features before the head (as the linear probe).")
+    update_batchnorm: bool = Field(
+        False,
+        description="Update BatchNorm running statistics while fine-tuning. Off by default: small fine-tuning "
+        "batches give noisy statistics, and LP-FT then starts exactly from the probe it was initialised with.",
+    )
 
 
 class MethodOptions(BaseModel):
@@ -319,7 +324,7 @@ class ClipAdapter(TransferMethod):
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                epoch_loss += float(loss) * batch.numel() / train.size
+                epoch_loss += loss.item() * batch.numel() / train.size
             logger.debug("clip-adapter epoch %d loss %.4f", epoch, epoch_loss)
         self.adapter.eval()
 
@@ -383,7 +388,7 @@ class TipAdapter(TransferMethod):
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                epoch_loss += float(loss) * batch.numel() / labels.numel()
+                epoch_loss += loss.item() * batch.numel() / labels.numel()
             logger.debug("tip-adapter-f epoch %d loss %.4f", epoch, epoch_loss)
         self.cache_keys = keys.detach()
 
@@ -480,6 +485,10 @@ class FineTune(TransferMethod):
         best_aca, best_state, stale = -1.0, None, 0
         for epoch in range(self.options.epochs):
             network.train()
+            if not self.options.update_batchnorm:
+                for module in network.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
             epoch_loss = 0.0
             for images, positions, errors in train_loader:
                 keep = torch.tensor([not message for message in errors])
@@ -494,7 +503,7 @@ class FineTune(TransferMethod):
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                epoch_loss += float(loss) * int(keep.sum())
+                epoch_loss += loss.item() * int(keep.sum())
             logger.info("fine-tune fold %d epoch %d loss %.4f", fold.split.fold, epoch, epoch_loss / train.size)
             if val.size == 0:
                 continue

@@ -202,3 +202,34 @@ def evaluate_checkpoint(
     model = keepfit.load(str(checkpoint), device=options.methods.device)
     model.eval()
     return evaluate_model(model, str(checkpoint), experiments, methods, options, cache)
+
+
+class EvaluationRequest(BaseModel):
+    """A whole run: checkpoints x experiments x methods, where to read data and write reports.
+
+    The `evaluate` flow's parameters and what `mmretinal evaluate` builds from its options.
+    """
+
+    checkpoints: list[str] = Field(description="Checkpoint files or model config names to evaluate.")
+    experiments: list[str] = Field(description="Experiment names from the registry.")
+    methods: list[str] = Field(default_factory=lambda: ["zero_shot"], description="Transfer methods to run.")
+    data_root: str = Field(description="Directory the dataframes' image paths are relative to.")
+    dataframe_dir: str | None = Field(None, description="Directory of the experiment CSVs (default: data root).")
+    out_dir: str = Field("reports/evaluation", description="Where reports are written.")
+    cache_dir: str | None = Field(None, description="Feature cache directory (default: <out_dir>/feature-cache).")
+    registry_paths: list[str] = Field(default_factory=list, description="Extra experiment registry YAML files.")
+    split: SplitOptions | None = Field(None, description="Split options; each method's paper default when unset.")
+    folds: int | None = Field(None, description="Override the number of folds.")
+    method_options: MethodOptions = Field(default_factory=MethodOptions, description="Method hyperparameters.")
+    artifact_key: str = Field("evaluation", description="Prefix of published artifact keys (flow only).")
+
+    def evaluation_options(self) -> EvaluationOptions:
+        return EvaluationOptions(
+            data_root=self.data_root,
+            dataframe_dir=self.dataframe_dir,
+            cache_dir=self.cache_dir or str(Path(self.out_dir) / "feature-cache"),
+            registry_paths=self.registry_paths,
+            split=self.split,
+            folds=self.folds,
+            methods=self.method_options,
+        )

@@ -52,8 +52,6 @@ def make_review_build(root: Path, book: str = "atlas-a") -> ReviewBuild:
     image_dir = root / "extraction"
     document = pymupdf.open()
     page = document.new_page(width=595, height=842)
-    font = pymupdf.Font("cjk")
-    page.insert_font(fontname="cjk", fontbuffer=font.buffer)
     placements = []
     for index, (figure_id, caption_en, caption_zh) in enumerate(CAPTIONS):
         top = 60 + index * 250
@@ -61,7 +59,7 @@ def make_review_build(root: Path, book: str = "atlas-a") -> ReviewBuild:
         png = _panel_png(image_dir / book / f"fig{figure_id}.png", index + 1)
         page.insert_image(pymupdf.Rect(bbox), stream=png)
         page.insert_text((90, top + 200), f"Fig. {figure_id} {caption_en}", fontsize=9, fontname="helv")
-        page.insert_text((90, top + 214), f"图{figure_id} {caption_zh}", fontsize=9, fontname="cjk")
+        page.insert_text((90, top + 214), f"图{figure_id} {caption_zh}", fontsize=9, fontname="china-s")
         placements.append((figure_id, caption_en, caption_zh, bbox, png))
     pdf_path = root / "pdfs" / f"{book}.pdf"
     pdf_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,172 @@
+"""Score pipeline output against a truth file (`truth.jsonl` from the sample atlas, or a user's own).
+
+Truth lines carry pdf, page, panel bbox (PDF points), figure id, panel letter, modality and the
+canonical captions; see pipeline.sample_atlas.PanelTruth.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from pipeline.clean import normalise_for_match
+from pipeline.records import BBox, DocumentExtraction, Pair
+from pipeline.sample_atlas import PanelTruth
+
+MODALITIES = ["CFP", "FFA", "OCT", "other"]
+
+
+def iou(a: BBox, b: BBox) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _ratio(hit: int, total: int) -> float | None:
+    return round(hit / total, 4) if total else None
+
+
+def _breakdowns(truth: PanelTruth) -> list[str]:
+    return [
+        "all",
+        "scanned" if truth.scanned else "born_digital",
+        "stitched" if truth.stitched else "separate",
+    ]
+
+
+def extraction_recall(truth: Sequence[PanelTruth], extractions: Iterable[DocumentExtraction], threshold: float = 0.5) -> dict:
+    """Share of truth panels covered by a step-1 region (IoU ≥ threshold with the panel, or with
+    the whole figure for stitched figures), by scanned/born-digital; plus caption-id coverage."""
+    regions: dict[tuple[str, int], list[BBox]] = defaultdict(list)
+    figure_ids: dict[str, set[str]] = defaultdict(set)
+    for extraction in extractions:
+        name = Path(extraction.source.path).name
+        for page in extraction.pages:
+            regions[(name, page.page)].extend(r.bbox for r in page.regions)
+            figure_ids[name].update(c.figure_id for c in page.captions)
+    found: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    missed = []
+    for panel in truth:
+        boxes = regions.get((panel.pdf, panel.page), [])
+        hit = any(iou(box, panel.bbox) >= threshold for box in boxes) or (
+            panel.stitched and any(iou(box, panel.figure_bbox) >= threshold for box in boxes)
+        )
+        for key in _breakdowns(panel):
+            total[key] += 1
+            found[key] += hit
+        if not hit:
+            missed.append(f"{panel.pdf} p{panel.page} {panel.figure_id}{panel.panel or ''}")
+    wanted_ids = {(p.pdf, p.figure_id) for p in truth}
+    missing_ids = sorted(f"{pdf} {fid}" for pdf, fid in wanted_ids if fid not in figure_ids.get(pdf, set()))
+    return {
+        "recall": {key: _ratio(found[key], total[key]) for key in total},
+        "panels": dict(total),
+        "missed_panels": missed,
+        "caption_ids_missing": missing_ids,
+    }
+
+
+def _similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def match_pairs(truth: Sequence[PanelTruth], pairs: Sequence[Pair], threshold: float = 0.5) -> dict[int, int]:
+    """Greedy one-to-one matching of pairs to truth panels by pdf, page and bbox IoU."""
+    candidates = []
+    for ti, panel in enumerate(truth):
+        for pi, pair in enumerate(pairs):
+            if pair.source_pdf == panel.pdf and pair.page == panel.page:
+                overlap = iou(pair.bbox, panel.bbox)
+                if overlap >= threshold:
+                    candidates.append((overlap, ti, pi))
+    matched: dict[int, int] = {}
+    used: set[int] = set()
+    for _, ti, pi in sorted(candidates, reverse=True):
+        if ti not in matched and pi not in used:
+            matched[ti] = pi
+            used.add(pi)
+    return matched
+
+
+def score_pairs(truth: Sequence[PanelTruth], pairs: Sequence[Pair], *, is_kept: Callable[[Pair], bool] | None = None) -> dict:
+    """Pair precision/recall/F1, caption accuracy, modality accuracy, review share and
+    auto-accepted precision, overall and by scanned/born-digital and stitched/separate."""
+    is_kept = is_kept or (lambda p: p.modality != "other" and p.review_status != "rejected")
+    truth_pairs = [t for t in truth if t.pair]
+    kept = [p for p in pairs if is_kept(p)]
+    matched = match_pairs(truth_pairs, kept)
+    pair_to_truth = {pi: ti for ti, pi in matched.items()}
+
+    def correct(pi: int) -> bool:
+        ti = pair_to_truth.get(pi)
+        if ti is None:
+            return False
+        t, p = truth_pairs[ti], kept[pi]
+        return t.figure_id == p.figure_id and t.panel == p.panel
+
+    groups: dict[str, dict[str, int]] = defaultdict(Counter)
+    for ti, panel in enumerate(truth_pairs):
+        for key in _breakdowns(panel):
+            groups[key]["truth"] += 1
+            groups[key]["tp"] += ti in matched and correct(matched[ti])
+    for pi, pair in enumerate(kept):
+        keys = ["all", "scanned" if pair.scanned else "born_digital", "stitched" if pair.stitched else "separate"]
+        for key in keys:
+            groups[key]["predicted"] += 1
+    pair_scores = {}
+    for key, counts in groups.items():
+        precision = _ratio(counts["tp"], counts["predicted"])
+        recall = _ratio(counts["tp"], counts["truth"])
+        f1 = round(2 * precision * recall / (precision + recall), 4) if precision and recall else 0.0
+        pair_scores[key] = {"precision": precision, "recall": recall, "f1": f1, **counts}
+
+    captions: dict[str, dict] = {}
+    for language in ("en", "zh"):
+        per_group: dict[str, list[tuple[bool, float]]] = defaultdict(list)
+        for ti, pi in matched.items():
+            expected = getattr(truth_pairs[ti], f"caption_{language}")
+            if not expected:
+                continue
+            got = getattr(kept[pi], f"caption_{language}") or ""
+            a, b = normalise_for_match(expected, language), normalise_for_match(got, language)
+            for key in _breakdowns(truth_pairs[ti]):
+                per_group[key].append((a == b, _similarity(a, b)))
+        captions[language] = {
+            key: {
+                "exact_match": round(sum(e for e, _ in vals) / len(vals), 4),
+                "mean_similarity": round(sum(s for _, s in vals) / len(vals), 4),
+                "n": len(vals),
+            }
+            for key, vals in per_group.items()
+        }
+
+    # modality is judged over every truth panel matched by any pair, 'other' included
+    all_matched = match_pairs(list(truth), list(pairs))
+    confusion = {t: Counter() for t in MODALITIES}
+    for ti, pi in all_matched.items():
+        confusion[truth[ti].modality][pairs[pi].modality] += 1
+    judged = sum(sum(row.values()) for row in confusion.values())
+    modality_hits = sum(confusion[m][m] for m in MODALITIES)
+
+    queued = [p for p in kept if p.review_status == "queued"]
+    auto = [pi for pi, p in enumerate(kept) if p.review_status == "auto_accepted"]
+    return {
+        "pairs": pair_scores,
+        "captions": captions,
+        "modality": {
+            "accuracy": _ratio(modality_hits, judged),
+            "n": judged,
+            "confusion": {t: {p: confusion[t][p] for p in MODALITIES} for t in MODALITIES},
+        },
+        "review": {
+            "share_queued": _ratio(len(queued), len(kept)),
+            "queued": len(queued),
+            "auto_accepted": len(auto),
+            "auto_accepted_precision": _ratio(sum(correct(pi) for pi in auto), len(auto)),
+        },
+    }

@@ -1,0 +1,90 @@
+import json
+import math
+
+import pytest
+import torch
+
+import keepfit
+from keepfit.checkpoint import read_sidecar
+from keepfit.trainer import Trainer, load_pretrain_config, parse_override, warmup_cosine
+
+
+def _config(overrides: dict, **extra):
+    return load_pretrain_config("tiny", {**overrides, **extra})
+
+
+def test_short_run_on_synthetic_pairs_lowers_the_loss(tiny_pretrain_overrides):
+    config = _config(tiny_pretrain_overrides, max_steps=24, **{"optim.lr": 2e-3, "optim.warmup_steps": 2})
+    result = Trainer(config).fit()
+    losses = [h["total"] for h in result.history]
+    assert result.step == 24 and result.stop_reason == "completed"
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < 0.7 * first, losses
+    assert all(math.isfinite(x) for x in losses)
+    for key in ("flair_clip", "expert_clip", "knowledge_mse", "lr", "logit_scale", "samples_per_s"):
+        assert key in result.history[-1]
+
+
+def test_stopping_and_resuming_ends_with_the_same_parameters(tiny_pretrain_overrides, tmp_path):
+    base = {**tiny_pretrain_overrides, "max_steps": 6, "optim.warmup_steps": 2, "checkpoint_every": 100}
+    uninterrupted = Trainer(_config(base, output_dir=str(tmp_path / "straight"))).fit()
+
+    split = {**base, "output_dir": str(tmp_path / "split")}
+    first = Trainer(_config(split, stop_after_steps=3)).fit()
+    assert first.step == 3 and first.stopped_early and first.checkpoint.name == "step-0000003.pth"
+    resumed = Trainer(_config(split))
+    assert resumed.step == 3
+    second = resumed.fit()
+    assert second.step == 6
+
+    straight = torch.load(uninterrupted.checkpoint, weights_only=True)
+    continued = torch.load(second.checkpoint, weights_only=True)
+    assert straight.keys() == continued.keys()
+    for key in straight:
+        assert torch.equal(straight[key], continued[key]), key
+    tail = [h["total"] for h in uninterrupted.history[3:]]
+    assert tail == [h["total"] for h in second.history]
+
+
+def test_schedule_warms_up_linearly_then_follows_cosine_over_the_actual_run(tiny_pretrain_overrides):
+    trainer = Trainer(_config(tiny_pretrain_overrides, epochs=2, max_steps=None, **{"optim.warmup_epochs": 1.0, "optim.warmup_steps": None}))
+    assert trainer.steps_per_epoch == len(trainer.flair_dataset) // 8
+    assert trainer.total_steps == 2 * trainer.steps_per_epoch
+    assert trainer.warmup_steps == trainer.steps_per_epoch
+    peak = trainer.config.optim.lr
+    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(peak / trainer.warmup_steps)
+    factor = warmup_cosine(4, 10)
+    assert [round(factor(s), 4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(4) == 1.0 and factor(10) == pytest.approx(0.0) and factor(7) == pytest.approx(0.5)
+
+
+def test_checkpoints_record_config_code_version_and_manifest(tiny_pretrain_overrides, synthetic_pretraining_data):
+    result = Trainer(_config(tiny_pretrain_overrides, max_steps=2, checkpoint_every=1, keep_checkpoints=1)).fit()
+    sidecar = read_sidecar(result.checkpoint)
+    assert sidecar["step"] == 2 and sidecar["code_version"]
+    assert sidecar["pretrain_config"]["model"] == "tiny"
+    assert sidecar["mmretinal_manifest"]["version"] == synthetic_pretraining_data["version"]
+    assert len(sidecar["mmretinal_manifest"]["content_fingerprint"]) == 64
+    checkpoint_dir = result.checkpoint.parent
+    assert sorted(p.name for p in checkpoint_dir.glob("*.pth")) == ["step-0000002.pth"]
+    assert json.loads((checkpoint_dir / "latest.json").read_text())["step"] == 2
+    model = keepfit.load(result.checkpoint)
+    assert model.encode_image(torch.rand(1, 3, 48, 48)).shape == (1, 32)
+
+
+def test_overrides_are_typed_by_the_config_model(tmp_path):
+    assert parse_override("flair.dataframes=[a.csv]") == ("flair.dataframes", ["a.csv"])
+    config = load_pretrain_config(
+        "tiny",
+        ["optim.lr=3e-4", "batch_size=16", "flair.dataframes=[a.csv, b.csv]", "amp=off",
+         "model_overrides.text.padded_mean=true", "expert.language=zh"],
+    )
+    assert config.optim.lr == 3e-4 and config.batch_size == 16 and config.amp == "off"
+    assert config.flair.dataframes == ["a.csv", "b.csv"]
+    assert config.model_overrides == {"text.padded_mean": True} and config.expert.language == "zh"
+    with pytest.raises(ValueError):
+        load_pretrain_config("tiny", ["optim.learning_rate=1"])
+    with pytest.raises(ValueError):
+        load_pretrain_config("tiny", ["batch_size=many"])
+    with pytest.raises(ValueError, match="key=value"):
+        parse_override("batch_size")

@@ -1,0 +1,155 @@
+"""Step 3 modality classifier: synthetic panels of each kind, caption cues, disagreement, doubt."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline import synthetic_images
+from pipeline.modality import (
+    CLASSES,
+    FEATURE_NAMES,
+    ModalityOptions,
+    classify_batch,
+    classify_modality,
+    extract_features,
+    load_caption_cues,
+    load_image_model,
+)
+
+EXPECTED_IMAGE_ONLY = {
+    "cfp": "CFP",
+    "ffa": "FFA",
+    "icga": "FFA",
+    "oct": "OCT",
+    "diagram": "other",
+    "chart": "other",
+    "slit_lamp": "other",
+    "logo": "other",
+}
+
+
+def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _panel(kind: str, seed: int, height: int = 224) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    width = int(height * (2.4 if kind in {"oct", "logo"} else 1.0))
+    return synthetic_images.GENERATORS[kind](rng, (width, height))
+
+
+def test_synthetic_panels_are_classified_from_the_image_alone():
+    outcomes = []
+    for kind, expected in EXPECTED_IMAGE_ONLY.items():
+        for seed in range(20):
+            image = _panel(kind, 1000 + seed, height=160 + 8 * seed)
+            if seed % 2:
+                image = _jpeg_roundtrip(image, 60 + seed)
+            outcomes.append((kind, seed, classify_modality(image).modality, expected))
+    wrong = [outcome for outcome in outcomes if outcome[2] != outcome[3]]
+    accuracy = 1 - len(wrong) / len(outcomes)
+    assert accuracy >= 0.98, f"accuracy {accuracy:.3f}; wrong: {wrong}"
+
+
+def test_captions_of_the_right_modality_keep_or_raise_confidence():
+    image = _panel("ffa", 7)
+    alone = classify_modality(image)
+    helped = classify_modality(image, "图5-3-1 视网膜静脉阻塞 A. 荧光素眼底血管造影示静脉期荧光渗漏")
+    assert alone.modality == helped.modality == "FFA"
+    assert helped.confidence >= alone.confidence
+    assert not helped.needs_review
+    assert any(reason.startswith("caption: mentions") and "荧光素眼底血管造影" in reason for reason in helped.reasons)
+
+
+def test_caption_sets_icga_sublabel():
+    result = classify_modality(_panel("icga", 3), "ICGA示脉络膜息肉样病灶")
+    assert (result.modality, result.sublabel) == ("FFA", "ICGA")
+    assert classify_modality(_panel("icga", 4), "吲哚菁绿血管造影晚期").sublabel == "ICGA"
+
+
+def test_caption_makes_a_grey_fundus_a_red_free_photograph():
+    image = _panel("red_free", 5)
+    alone = classify_modality(image)
+    assert alone.modality == "other"
+    result = classify_modality(image, "无赤光眼底像示视网膜神经纤维层缺损")
+    assert (result.modality, result.sublabel) == ("CFP", "red-free")
+    assert classify_modality(image, "Red-free photograph of the left eye.").sublabel == "red-free"
+
+
+def test_octa_caption_is_not_read_as_oct_and_marks_other():
+    cues = load_caption_cues()
+    names = {match.cue.name for match in cues.find("OCTA shows a flow void")}
+    assert names == {"OCT angiography"}
+    assert {match.cue.name for match in cues.find("OCT示黄斑水肿")} == {"OCT"}
+    result = classify_modality(_panel("ffa", 11), "OCTA 浅层毛细血管丛")
+    assert (result.modality, result.sublabel) == ("other", "OCTA")
+
+
+def test_disagreement_keeps_the_image_lowers_confidence_and_flags_review():
+    image = _panel("oct", 9)
+    alone = classify_modality(image)
+    disputed = classify_modality(image, "彩色眼底照相示视盘水肿")
+    assert alone.modality == disputed.modality == "OCT"
+    assert disputed.confidence < alone.confidence
+    assert disputed.needs_review
+    assert any(reason.startswith("disagreement:") for reason in disputed.reasons)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((200, 200, 3), 128, dtype=np.uint8),
+        np.random.default_rng(0).integers(0, 256, size=(200, 200, 3), dtype=np.uint8),
+    ],
+    ids=["uniform_grey", "noise"],
+)
+def test_structureless_images_get_low_confidence(image):
+    result = classify_modality(image)
+    assert result.confidence < ModalityOptions().review_threshold
+    assert result.needs_review
+    assert any("no large-scale structure" in reason for reason in result.reasons)
+
+
+def test_every_result_explains_itself_and_is_well_formed():
+    result = classify_modality(_panel("cfp", 2), "Fundus photograph of the right eye.")
+    assert result.modality in CLASSES
+    assert 0.0 <= result.confidence <= 1.0
+    assert result.reasons[0].startswith("image:") and "score" in result.reasons[0]
+    assert any(reason.startswith("caption:") for reason in result.reasons)
+    assert sum(result.image_probabilities.values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_caption_weight_zero_ignores_captions():
+    image = _panel("red_free", 6)
+    ignored = classify_modality(image, "无赤光眼底像", ModalityOptions(caption_weight=0.0))
+    assert ignored == classify_modality(image)
+
+
+def test_features_are_scale_robust_and_model_matches_feature_list():
+    model = load_image_model()
+    assert list(model.features) == list(FEATURE_NAMES)
+    image = _panel("oct", 12, height=400)
+    small = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    large, reduced = extract_features(image), extract_features(small)
+    assert abs(large["horizontal_layering"] - reduced["horizontal_layering"]) < 0.1
+    assert large["log_aspect"] == pytest.approx(reduced["log_aspect"], abs=0.01)
+
+
+def test_grey_and_rgba_inputs_are_accepted_and_bad_shapes_rejected():
+    grey = _panel("ffa", 13)[:, :, 0]
+    assert classify_modality(grey).modality == "FFA"
+    rgba = np.dstack([_panel("cfp", 13), np.full((224, 224), 255, dtype=np.uint8)])
+    assert classify_modality(rgba).modality == "CFP"
+    with pytest.raises(ValueError, match="HxWx3"):
+        classify_modality(np.zeros((10, 10, 2), dtype=np.uint8))
+
+
+def test_batch_goes_on_past_a_bad_image():
+    images = [_panel("oct", 1), np.zeros((4, 4, 3), dtype=np.uint8), _panel("diagram", 1)]
+    results = classify_batch(images, ["OCT", None, "示意图"])
+    assert results[1] is None
+    assert [results[0].modality, results[2].modality] == ["OCT", "other"]

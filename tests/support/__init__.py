@@ -1,0 +1,1 @@
+"""Builders of small real artefacts that tests use (tiny translation packages)."""
