@@ -1,3 +1,20 @@
 """The four build steps of MM-Retinal as plain Python: extract, align, classify, clean + translate."""
 
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """Release plus a digest of the pipeline's code and data, so caches never outlive a code change."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted([*root.glob("*.py"), *(root / "data").glob("*")]):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:10]}"

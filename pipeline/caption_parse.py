@@ -17,7 +17,7 @@ Language = str  # "en" | "zh"
 
 _LETTERS = "ABCDEFGHIJ"
 _BEFORE = r"(?:(?<=^)|(?<=[\s。；;，,:：)）\u4e00-\u9fff]))"
-_RANGE = rf"{_BEFORE}(?P<r0>[A-J])\s*[-–—~～至]\s*(?P<r1>[A-J])\s*[.:、．：](?!\d)"
+_RANGE = rf"{_BEFORE}(?P<r0>[A-J])\s*[-–—~～至·−‐]\s*(?P<r1>[A-J])\s*[.:、．：](?!\d)"
 _SINGLE = rf"{_BEFORE}(?P<s>[A-J])\s*[.:、．：](?![\d.．]|[A-Za-z][.．])"
 _PAREN = rf"[(（](?P<p>[a-jA-J])[)）]"
 _SIDE = r"(?P<side>左图|右图|上图|下图)[:：]?"
@@ -92,7 +92,32 @@ def parse_caption(text: str) -> ParsedCaption | None:
         end = markers[index + 1].start() if index + 1 < len(markers) else len(body)
         segment_text = body[marker.end() : end].strip()
         parsed.segments.append(CaptionSegment(_marker_letters(marker), segment_text))
+    _split_trailing_shared(parsed)
     return parsed
+
+
+_SENTENCE_END = re.compile(r"(?<=[。！？])|(?<=[.!?])\s+(?=[A-Z])")
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def _split_trailing_shared(parsed: ParsedCaption) -> None:
+    """A closing note after the last panel's text applies to every panel.
+
+    When every other panel text is one sentence and the last one has more, the extra
+    sentences are read as shared (`…D．OCT示双层征。本例经治疗后病灶消退。`).
+    """
+    labelled = [seg for seg in parsed.segments if seg.letters]
+    if len(labelled) < 2 or parsed.segments[-1] is not labelled[-1]:
+        return
+    if any(len(_sentences(seg.text)) != 1 for seg in labelled[:-1]):
+        return
+    last = _sentences(labelled[-1].text)
+    if len(last) > 1:
+        labelled[-1].text = last[0]
+        parsed.segments.append(CaptionSegment(None, " ".join(last[1:])))
 
 
 def _marker_letters(marker: re.Match[str]) -> tuple[str, ...]:

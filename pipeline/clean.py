@@ -85,6 +85,7 @@ class OcrConfusions(BaseModel):
     number_separator: dict[str, str] = Field(default_factory=dict, description="Character between digits -> hyphen.")
     zh_punctuation: dict[str, str] = Field(default_factory=dict, description="Half-width -> full-width in Chinese text.")
     en_punctuation: dict[str, str] = Field(default_factory=dict, description="Full-width/typographic -> ASCII in English text.")
+    zh_word: dict[str, str] = Field(default_factory=dict, description="Chinese words OCR misreads as a look-alike word.")
 
 
 def _read_tsv_rows(path: Path) -> Iterable[list[str]]:
@@ -264,6 +265,8 @@ def fix_ocr_confusions(text: str, confusions: OcrConfusions | None = None) -> st
     between two digits becomes a hyphen (`3一12` -> `3-12`).
     """
     confusions = confusions or load_ocr_confusions()
+    for wrong, right in confusions.zh_word.items():
+        text = text.replace(wrong, right)
 
     separators = "".join(re.escape(ch) for ch in confusions.number_separator)
     if separators:

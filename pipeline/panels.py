@@ -60,7 +60,11 @@ def _balanced(segments: list[tuple[int, int]]) -> float:
 
 
 def _best_cuts(gray: np.ndarray, axis: int, wanted: int | None, min_fraction: float) -> list[tuple[int, int]]:
-    """Choose the gutter runs that give the most even panels (and `wanted` of them, if given)."""
+    """Choose the gutter runs that give the most even panels (and `wanted` of them, if given).
+
+    Panels of one figure differ in shape (an OCT B-scan is wider than a fundus photograph), so
+    when the caption says how many panels there are, evenness only breaks ties.
+    """
     candidates = _cut_positions(gray, axis, min_fraction)
     length = gray.shape[0] if axis == 1 else gray.shape[1]
     if not candidates:
@@ -71,10 +75,13 @@ def _best_cuts(gray: np.ndarray, axis: int, wanted: int | None, min_fraction: fl
         if count <= 0 or count > len(candidates) or count > 8:
             continue
         for combo in itertools.combinations(candidates, count):
-            score = _balanced(_segments(length, list(combo)))
+            segments = _segments(length, list(combo))
+            if min(b - a for a, b in segments) < 0.08 * length:
+                continue
+            score = _balanced(segments) + sum(b - a for a, b in combo) / length
             if score > best[0]:
                 best = (score, list(combo))
-    return best[1] if best[0] >= 0.6 else []
+    return best[1] if best[0] >= (0.3 if wanted else 0.6) else []
 
 
 def split_panels(image: np.ndarray, expected: int | None = None, min_fraction: float = 0.12) -> list[PixelBox]:
@@ -103,19 +110,42 @@ def _layouts(expected: int) -> list[int]:
 
 
 def _split_grid(gray: np.ndarray, rows_wanted: int | None, expected: int | None, min_fraction: float) -> list[PixelBox]:
+    """Rows first, then columns within each row; with `expected`, the per-row panel counts
+    must add up to it (a 3 + 2 layout of five panels, say)."""
     h, w = gray.shape
     row_cuts = _best_cuts(gray, 1, rows_wanted, min_fraction) if rows_wanted != 1 else []
-    boxes: list[PixelBox] = []
     rows = _segments(h, row_cuts)
+    per_row_options: list[dict[int, list[tuple[int, int]]]] = []
     for y0, y1 in rows:
         band = gray[y0:y1]
-        per_row = None
-        if expected and rows_wanted:
-            per_row = max(1, round(expected / rows_wanted)) if rows_wanted else None
-        col_cuts = _best_cuts(band, 0, per_row, min_fraction / max(1, per_row or 1) * 1.5)
-        for x0, x1 in _segments(w, col_cuts):
+        if expected:
+            options = {1: []}
+            for count in range(2, expected + 1):
+                cuts = _best_cuts(band, 0, count, min_fraction / 2)
+                if cuts:
+                    options[count] = cuts
+        else:
+            cuts = _best_cuts(band, 0, None, min_fraction / 2)
+            options = {len(cuts) + 1: cuts}
+        per_row_options.append(options)
+    chosen = _choose_counts(per_row_options, expected)
+    boxes: list[PixelBox] = []
+    for (y0, y1), cuts in zip(rows, chosen):
+        for x0, x1 in _segments(w, cuts):
             boxes.append(_trim(gray, (x0, y0, x1, y1)))
     return boxes
+
+
+def _choose_counts(
+    per_row_options: list[dict[int, list[tuple[int, int]]]], expected: int | None
+) -> list[list[tuple[int, int]]]:
+    """Pick one column split per row so the panel total is `expected` (evenest rows first)."""
+    if not expected:
+        return [next(iter(options.values())) for options in per_row_options]
+    for counts in itertools.product(*[sorted(options, reverse=True) for options in per_row_options]):
+        if sum(counts) == expected:
+            return [options[count] for options, count in zip(per_row_options, counts)]
+    return [[] for _ in per_row_options]
 
 
 def _trim(gray: np.ndarray, box: PixelBox) -> PixelBox:

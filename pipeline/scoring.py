@@ -115,7 +115,11 @@ def score_pairs(truth: Sequence[PanelTruth], pairs: Sequence[Pair], *, is_kept: 
             groups[key]["truth"] += 1
             groups[key]["tp"] += ti in matched and correct(matched[ti])
     for pi, pair in enumerate(kept):
-        keys = ["all", "scanned" if pair.scanned else "born_digital", "stitched" if pair.stitched else "separate"]
+        ti = pair_to_truth.get(pi)
+        if ti is not None:
+            keys = _breakdowns(truth_pairs[ti])
+        else:
+            keys = ["all", "scanned" if pair.scanned else "born_digital", "stitched" if pair.stitched else "separate"]
         for key in keys:
             groups[key]["predicted"] += 1
     pair_scores = {}

@@ -562,7 +562,8 @@ class LinearProbeFineTune(FineTune):
 
 
 METHODS: dict[str, type[TransferMethod]] = {
-    cls.name: cls for cls in (ZeroShot, LinearProbe, ClipAdapter, TipAdapter, TipAdapterF, FineTune, LinearProbeFineTune)
+    cls.name: cls
+    for cls in (ZeroShot, LinearProbe, ClipAdapter, TipAdapter, TipAdapterF, FineTune, LinearProbeFineTune)
 }
 
 

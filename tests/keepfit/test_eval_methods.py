@@ -210,3 +210,20 @@ def test_zero_shot_prototypes_average_class_name_and_descriptions(tiny_model):
         model=tiny_model, classes=CLASSES, options=MethodOptions(prompts={"domain_knowledge": False})
     )
     assert plain.class_prompts()["glaucoma"] == ["A fundus photograph of glaucoma"]
+
+
+def test_projected_probe_and_graded_kappa(tmp_path, tiny_model):
+    grades = ["grade0", "grade1", "grade2", "grade3"]
+    spec = write_synthetic_dataset(tmp_path, grades, per_class=6, size=32, name="graded", graded=True)
+    registry = write_registry(tmp_path / "registry.yaml", [spec])
+    methods = FAST_METHODS.model_copy(deep=True)
+    methods.linear_probe.features = "projected"
+    options = options_for(
+        tmp_path, registry, methods=methods, split=SplitOptions(scheme="stratified_kfold", train="100%", folds=3)
+    )
+    [result] = evaluate_model(tiny_model, "tiny", ["graded"], ["linear_probe"], options, FeatureCache(None))
+    assert result.graded and "kappa" in result.summary
+    assert len(result.summary["kappa"].values) == 3
+    # Stratified k-fold: every image is tested exactly once over the folds.
+    assert sum(fold.n_test for fold in result.folds) == 24
+    assert np.asarray(result.confusion_matrix).sum(axis=1).tolist() == [6, 6, 6, 6]
