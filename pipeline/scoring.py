@@ -93,9 +93,23 @@ def match_pairs(truth: Sequence[PanelTruth], pairs: Sequence[Pair], threshold: f
     return matched
 
 
-def score_pairs(truth: Sequence[PanelTruth], pairs: Sequence[Pair], *, is_kept: Callable[[Pair], bool] | None = None) -> dict:
+def truth_pair_id(panel: PanelTruth) -> str:
+    return f"{panel.book}/{panel.figure_id}/{panel.panel or '-'}"
+
+
+def score_pairs(
+    truth: Sequence[PanelTruth],
+    pairs: Sequence[Pair],
+    *,
+    is_kept: Callable[[Pair], bool] | None = None,
+    excluded_other: Iterable[str] = (),
+) -> dict:
     """Pair precision/recall/F1, caption accuracy, modality accuracy, review share and
-    auto-accepted precision, overall and by scanned/born-digital and stitched/separate."""
+    auto-accepted precision, overall and by scanned/born-digital and stitched/separate.
+
+    `excluded_other`: ids of pairs classified 'other' that are not in `pairs` (a manifest
+    leaves them out); they count as 'other' predictions in the modality confusion matrix.
+    """
     is_kept = is_kept or (lambda p: p.modality != "other" and p.review_status != "rejected")
     truth_pairs = [t for t in truth if t.pair]
     kept = [p for p in pairs if is_kept(p)]
@@ -154,6 +168,10 @@ def score_pairs(truth: Sequence[PanelTruth], pairs: Sequence[Pair], *, is_kept: 
     confusion = {t: Counter() for t in MODALITIES}
     for ti, pi in all_matched.items():
         confusion[truth[ti].modality][pairs[pi].modality] += 1
+    excluded_other = set(excluded_other)
+    for ti, panel in enumerate(truth):
+        if ti not in all_matched and truth_pair_id(panel) in excluded_other:
+            confusion[panel.modality]["other"] += 1
     judged = sum(sum(row.values()) for row in confusion.values())
     modality_hits = sum(confusion[m][m] for m in MODALITIES)
 
@@ -174,3 +192,38 @@ def score_pairs(truth: Sequence[PanelTruth], pairs: Sequence[Pair], *, is_kept: 
             "auto_accepted_precision": _ratio(sum(correct(pi) for pi in auto), len(auto)),
         },
     }
+
+
+def score_manifest(truth: Sequence[PanelTruth], registry_root: Path, ref: str) -> dict:
+    """Score a published version: its rows, plus the pairs it excluded as 'other'."""
+    from data_manifests import load_manifest
+
+    loaded = load_manifest(registry_root, ref)
+    meta, table = loaded
+    pairs = [
+        Pair(
+            pair_id=row["pair_id"],
+            book=row["book"],
+            source_pdf=row["source_pdf"],
+            source_pdf_sha256=row["source_pdf_sha256"],
+            page=row["page"],
+            bbox=tuple(row["bbox"]),
+            figure_id=row["figure_id"],
+            panel=row["panel"],
+            image_sha256=row["image_sha256"],
+            image_file=row["image_path"],
+            scanned=row["scanned"],
+            stitched=row["stitched"],
+            caption_en=row["caption_en"],
+            caption_zh=row["caption_zh"],
+            modality=row["modality"],
+            modality_confidence=row["modality_confidence"],
+            alignment_score=row["alignment_score"],
+            review_status=row["review_status"],
+        )
+        for row in table.to_pylist()
+    ]
+    excluded = [e.pair_id for e in meta.excluded.pairs if e.reason == "modality_other"]
+    report = score_pairs(truth, pairs, excluded_other=excluded)
+    report["version"] = f"{meta.dataset}/{meta.version}"
+    return report
