@@ -10,8 +10,8 @@ from typing import NoReturn
 import typer
 from pydantic import BaseModel, Field
 
-DEFAULT_DB = Path("review") / "review.sqlite"
-DB_HELP = "Review database (default: ./review/review.sqlite, or $MMRETINAL_REVIEW_DB)."
+DEFAULT_DB = Path(".mmretinal") / "review.sqlite"
+DB_HELP = "Review database (default: ./.mmretinal/review.sqlite, the build work directory; or $MMRETINAL_REVIEW_DB)."
 
 
 class ReviewServeOptions(BaseModel):
