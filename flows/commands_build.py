@@ -1,4 +1,8 @@
-"""`mmretinal build`, `publish`, `score` and `demo`."""
+"""`mmretinal build`, `publish`, `score` and `demo`.
+
+`build` and `publish` run the Prefect flows of flows/build_flow.py; `demo` calls the pipeline
+directly so that it needs no Prefect server.
+"""
 
 from __future__ import annotations
 
@@ -68,14 +72,24 @@ def register(app: typer.Typer) -> None:
         image_store: Path = typer.Option(None, envvar="MMRETINAL_IMAGE_STORE", help="Content-addressed image store."),
         translation_package: list[Path] = typer.Option(None, help=".argosmodel file(s) to install for translation."),
         review_threshold: float = typer.Option(None, help="Alignment score under which pairs are queued for review."),
+        task_runner: str = typer.Option(
+            "threads", envvar="MMRETINAL_TASK_RUNNER", help="Run the per-PDF tasks in 'threads' or 'processes'."
+        ),
+        workers: int = typer.Option(None, envvar="MMRETINAL_TASK_WORKERS", help="Parallel PDFs (default: per runner)."),
+        no_publish: bool = typer.Option(False, "--no-publish", help="Record the build (review queue) without publishing."),
     ) -> None:
-        """Run steps 1-4 on atlas PDFs and publish a new dataset version."""
-        from pipeline.build import run_build
+        """Run steps 1-4 on atlas PDFs as the Prefect flow `build-dataset` and publish a new version.
+
+        Runs report to the Prefect server in $PREFECT_API_URL when set, else to a temporary local one.
+        """
+        from flows.build_flow import build_dataset, make_task_runner
 
         options = build_options(dataset, work_dir, registry, image_store, translation_package, review_threshold)
-        record, published = run_build(expand_pdf_inputs(pdfs), options)
-        print_build_summary(record, published)
-        if record.failures or published is None:
+        flow = build_dataset.with_options(task_runner=make_task_runner(task_runner, workers))
+        result = flow(pdfs=expand_pdf_inputs(pdfs), options=options, publish=not no_publish)
+        record = result.record
+        print_build_summary(record, result.published)
+        if record.failures or (result.published is None and not no_publish):
             raise typer.Exit(1)
 
     @app.command()
@@ -87,13 +101,12 @@ def register(app: typer.Typer) -> None:
         image_store: Path = typer.Option(None, envvar="MMRETINAL_IMAGE_STORE", help="Content-addressed image store."),
         translation_package: list[Path] = typer.Option(None, help=".argosmodel file(s) to install for translation."),
     ) -> None:
-        """Apply review decisions to a build and publish it as the next version."""
-        from pipeline.build import load_build, publish_build
+        """Apply review decisions to a build and publish it as the next version (Prefect flow `publish-manifest`)."""
+        from flows.build_flow import publish_manifest
 
         options = build_options(dataset, work_dir, registry, image_store, translation_package)
-        record = load_build(work_dir, build_id)
-        published = publish_build(record, options)
-        typer.echo(f"published {published.ref}: {published.n_pairs} pairs -> {published.path}")
+        published = publish_manifest(build_id=build_id, options=options)["published"]
+        typer.echo(f"published {published['ref']}: {published['n_pairs']} pairs -> {published['path']}")
 
     @app.command()
     def score(

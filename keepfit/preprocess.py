@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from data_manifests.store import sha256_file
+
 logger = logging.getLogger(__name__)
 
 
@@ -53,14 +55,6 @@ class Preprocess:
         return f"Preprocess(image_size={self.image_size})"
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class ResizedImageCache:
     """On-disk cache of images already resized and padded to one size, stored as lossless PNG.
 
@@ -82,7 +76,7 @@ class ResizedImageCache:
         if entry is None or not entry.exists():
             return None
         with Image.open(entry) as cached:
-            return np.asarray(cached.convert("RGB"))
+            return np.array(cached.convert("RGB"))
 
     def put(self, key: str, array: np.ndarray) -> None:
         entry = self._entry(key)

@@ -6,6 +6,7 @@ uninterrupted run would, and each rank of a distributed run gets its own slice /
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -95,8 +96,6 @@ class ExpertBatchSampler(Sampler[list[tuple[int, int]]]):
 
 def hash_seed(*parts: Any) -> int:
     """A 63-bit seed from a tuple of values, stable across processes and Python runs."""
-    import hashlib
-
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 

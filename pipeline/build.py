@@ -55,6 +55,9 @@ class BuildOptions(BaseModel):
         None, description="Directory of installed argostranslate packages (default: argostranslate's own)."
     )
     glossary_files: list[Path] = Field(default_factory=list, description="Extra glossary TSVs for translation.")
+    translation_home: Path | None = Field(
+        None, description="Folder for argostranslate's data and cache (default: argostranslate's own, in the user's home)."
+    )
 
     def step_config(self) -> dict:
         """The options that change what steps 1–3 produce (paths excluded)."""
@@ -240,6 +243,7 @@ def translate_pairs(pairs: list[Pair], options: BuildOptions) -> list[Pair]:
     translator = ArgosTranslator(
         TranslatorOptions(
             packages_dir=options.translation_packages_dir,
+            argos_home=options.translation_home,
             package_files=options.translation_packages,
             glossary_files=options.glossary_files,
             cache_path=options.work_dir / "translations.sqlite",

@@ -380,6 +380,15 @@ def _describe_image(model: ImageModel, features: dict[str, float], class_index: 
     return ", ".join(phrases) if phrases else "no single feature dominates"
 
 
+def _is_greyscale(image: np.ndarray) -> bool:
+    """True when the channels are (nearly) equal everywhere: a grey print or scan."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return True
+    pixels = image[::4, ::4, :3].astype(np.int16)
+    spread = np.abs(pixels[..., 0] - pixels[..., 1]) + np.abs(pixels[..., 1] - pixels[..., 2])
+    return float(spread.mean()) < 3.0
+
+
 def classify_modality(
     image: np.ndarray, caption: str | None = None, options: ModalityOptions | None = None
 ) -> ModalityResult:
@@ -416,6 +425,13 @@ def classify_modality(
             if image_class_name in class_modality:
                 class_modality[image_class_name] = match.cue.modality
 
+    # A greyscale print or scan carries no colour: a colour photograph then looks like a grey
+    # fundus, so a caption naming a colour photograph decides, without a disagreement penalty.
+    greyscale = _is_greyscale(image)
+    if greyscale and "CFP" in strongest_by_modality:
+        class_modality["grey_fundus"] = "CFP"
+        reasons.append("image: greyscale print, colour cannot be judged; the caption decides")
+
     modality_probability = {modality: 0.0 for modality in CLASSES}
     for index, class_name in enumerate(model.classes):
         modality_probability[class_modality[class_name]] += float(image_probabilities[index])
@@ -439,6 +455,8 @@ def classify_modality(
         max(strongest_by_modality.values(), key=lambda item: item.cue.weight).cue.modality if strongest_by_modality else None
     )
     disagreement = caption_modality is not None and caption_modality != image_view
+    if disagreement and greyscale and caption_modality == "CFP" and image_probabilities[image_best] < 0.75:
+        disagreement = False
     if disagreement:
         confidence *= options.disagreement_penalty
         reasons.append(

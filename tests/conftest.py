@@ -1,4 +1,4 @@
-"""Session-wide fixtures: one generated sample atlas and its step-1 extraction, shared by the
+"""Session-wide fixtures: one generated sample atlas and one build of it, shared by the
 extraction, alignment and build tests (generating and OCR'ing it once keeps the suite fast)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ARGOS_CHUNK_TYPE", "SPACY")
 
@@ -29,11 +30,25 @@ def sample_truth(sample_atlas):
 
 
 @pytest.fixture(scope="session")
-def sample_extraction(sample_atlas, tmp_path_factory: pytest.TempPathFactory):
-    """Step 1 run once over the whole sample atlas: (output dir, outcomes, extractions by book)."""
-    from pipeline.extract import extract_pdfs, load_extraction
+def sample_build(sample_atlas, tmp_path_factory: pytest.TempPathFactory):
+    """`run_build` over the whole sample atlas with no translation package installed:
+    (options, build record, published version summary)."""
+    from pipeline.build import BuildOptions, run_build
 
-    out = tmp_path_factory.mktemp("extraction")
-    outcomes = extract_pdfs(sample_atlas.pdfs, out)
-    extractions = {Path(o.output_dir).name: load_extraction(Path(o.output_dir)) for o in outcomes if o.output_dir}
-    return out, outcomes, extractions
+    root = tmp_path_factory.mktemp("build")
+    options = BuildOptions(
+        work_dir=root / "work", registry_root=root / "registry", translation_home=root / "argos-home"
+    )
+    record, published = run_build(sample_atlas.pdfs, options)
+    return options, record, published
+
+
+@pytest.fixture(scope="session")
+def sample_extraction(sample_build):
+    """Step-1 output of the sample build: (books dir, book results, extractions by book)."""
+    from pipeline.extract import load_extraction
+
+    options, record, _ = sample_build
+    books_dir = options.work_dir / "books"
+    extractions = {b.book: load_extraction(books_dir / b.book) for b in record.books if b.error is None}
+    return books_dir, record.books, extractions

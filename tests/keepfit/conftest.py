@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,14 @@ def _single_torch_thread():
 def _isolated_torch_hub(tmp_path_factory, monkeypatch):
     """Never read or fill the user's torch hub cache from tests."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port free on localhost, for process-group rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture

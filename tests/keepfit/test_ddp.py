@@ -1,7 +1,6 @@
 """DDP really all-reduces: a 2-process gloo step gives the single-process gradients of the global batch."""
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -23,12 +22,6 @@ DETERMINISTIC = {
     "vision.batchnorm_stats": "running",
 }
 """Train mode without randomness or batch-coupled BatchNorm, so split and whole batches compare exactly."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _model():
@@ -79,14 +72,14 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_gradients_equal_single_process_gradients(tmp_path):
+def test_two_process_ddp_gradients_equal_single_process_gradients(tmp_path, free_port):
     model = _model()
     objective = PretrainingObjective(model, LossConfig(), gather=True).train()
     terms = objective(**_global_inputs(model))
     terms["total"].backward()
     reference = _gradients(model)
 
-    port = _free_port()
+    port = free_port
     ranks_run = [
         subprocess.Popen([sys.executable, __file__, str(rank), "2", str(port), str(tmp_path)])
         for rank in range(2)

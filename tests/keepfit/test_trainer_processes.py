@@ -62,11 +62,11 @@ def test_sigterm_checkpoints_at_a_step_boundary_and_resume_matches_an_uninterrup
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_torchrun_two_process_gloo_run_completes_and_records_world_size(tiny_pretrain_overrides, tmp_path):
+def test_torchrun_two_process_gloo_run_completes_and_records_world_size(tiny_pretrain_overrides, tmp_path, free_port):
     config_path = tmp_path / "pretrain.yaml"
     _write_config(config_path, {**tiny_pretrain_overrides, "max_steps": 2, "batch_size": 4})
     completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port),
          "-m", "keepfit.trainer", str(config_path)],
         capture_output=True,
         text=True,

@@ -153,3 +153,16 @@ def test_batch_goes_on_past_a_bad_image():
     results = classify_batch(images, ["OCT", None, "示意图"])
     assert results[1] is None
     assert [results[0].modality, results[2].modality] == ["OCT", "other"]
+
+
+def test_greyscale_print_of_a_colour_photograph_follows_its_caption() -> None:
+    import cv2
+
+    from pipeline.synthetic_images import cfp_image
+
+    colour = cfp_image(np.random.default_rng(5), 300)
+    grey = cv2.cvtColor(cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    result = classify_modality(grey, "Glaucoma. Colour fundus photograph shows an enlarged cup.")
+    assert result.modality == "CFP" and not result.needs_review
+    assert any("greyscale" in reason for reason in result.reasons)
+    assert classify_modality(colour, "Glaucoma. Colour fundus photograph shows an enlarged cup.").modality == "CFP"

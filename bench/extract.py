@@ -1,0 +1,103 @@
+"""Step-1 throughput against bare baselines measured in the same process.
+
+1. Born-digital pages/s of `extract_pdf` vs. a bare PyMuPDF pass over the same pages
+   (`get_text("dict")` + extracting every embedded image).
+2. OCR seconds per scanned page: step 1 on the scanned sample book vs. the bare OCR engine on
+   the same page images.
+3. Peak RSS of a process extracting a generated 300-page book (must stay under 1.5 GiB).
+
+Usage: python bench/extract.py [--pages 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pymupdf
+
+from pipeline.extract import ExtractOptions, extract_pdf
+from pipeline.ocr import create_ocr_engine
+from pipeline.sample_atlas import generate_long_book, generate_sample_atlas
+
+
+def bare_pymupdf_pass(pdf: Path) -> int:
+    doc = pymupdf.open(pdf)
+    for page in doc:
+        page.get_text("dict")
+        for info in page.get_image_info(xrefs=True):
+            if info.get("xref"):
+                pymupdf.Pixmap(doc, info["xref"]).tobytes("png")
+    count = doc.page_count
+    doc.close()
+    return count
+
+
+def page_images(pdf: Path) -> list[np.ndarray]:
+    doc = pymupdf.open(pdf)
+    images = []
+    for page in doc:
+        xref = page.get_images()[0][0]
+        pix = pymupdf.Pixmap(doc, xref)
+        if pix.n != 3:
+            pix = pymupdf.Pixmap(pymupdf.csRGB, pix)
+        images.append(np.frombuffer(pix.samples, np.uint8).reshape(pix.h, pix.w, 3).copy())
+    return images
+
+
+def _peak_rss_child(pdf: str, out: str, queue) -> None:
+    extract_pdf(Path(pdf), Path(out))
+    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=300, help="Pages of the generated long book.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        book = generate_long_book(tmp / "long.pdf", pages=args.pages, seed=0)
+        atlas = generate_sample_atlas(tmp / "atlas", seed=0, books=["atlas-zh-scanned"])
+
+        bare_pymupdf_pass(book.path)  # warm the file cache
+        started = time.perf_counter()
+        pages = bare_pymupdf_pass(book.path)
+        bare_s = time.perf_counter() - started
+        started = time.perf_counter()
+        extract_pdf(book.path, tmp / "out-long", ExtractOptions())
+        ours_s = time.perf_counter() - started
+        print(f"born-digital: step 1 {pages / ours_s:.1f} pages/s, bare PyMuPDF {pages / bare_s:.1f} pages/s "
+              f"({pages} pages); step 1 takes {ours_s / bare_s:.2f}x the bare pass")
+
+        scanned = atlas.pdfs[0]
+        images = page_images(scanned)
+        engine = create_ocr_engine()
+        engine.recognise(images[0])  # load the models before timing
+        started = time.perf_counter()
+        for image in images:
+            engine.recognise(image)
+        bare_ocr = (time.perf_counter() - started) / len(images)
+        started = time.perf_counter()
+        extract_pdf(scanned, tmp / "out-scanned")
+        ours_ocr = (time.perf_counter() - started) / len(images)
+        print(f"scanned: step 1 {ours_ocr:.2f} s/page, bare OCR engine {bare_ocr:.2f} s/page "
+              f"({len(images)} pages); ratio {ours_ocr / bare_ocr:.2f}x")
+
+        queue = multiprocessing.get_context("spawn").Queue()
+        child = multiprocessing.get_context("spawn").Process(
+            target=_peak_rss_child, args=(str(book.path), str(tmp / "out-rss"), queue)
+        )
+        child.start()
+        peak = queue.get()
+        child.join()
+        verdict = "OK" if peak < 1.5 * 2**30 else "OVER the 1.5 GiB limit"
+        print(f"peak RSS extracting {pages} pages: {peak / 2**20:.0f} MiB ({verdict})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""What a build run shows in the Prefect UI: summary table, example pairs, review link, publish note.
+
+The builders that turn records into rows and markdown are plain functions (testable without a
+server); `publish_*` functions hand them to Prefect's artifact API inside a flow run.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlencode
+
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from pipeline.build import BookResult, BuildRecord, PublishSummary
+from pipeline.records import Pair, Status
+
+logger = logging.getLogger(__name__)
+
+MODALITY_COLUMNS = ("CFP", "FFA", "OCT", "other")
+THUMBNAIL_PIXELS = 96
+EXAMPLE_PAIRS = 6
+CAPTION_CHARS = 140
+
+
+class BookOutcome(BaseModel):
+    """One PDF's steps 1–3 as the flow saw it: the result and where it came from."""
+
+    result: BookResult = Field(description="Steps 1–3 result (status 'failed' with the reason for a bad PDF).")
+    from_prefect_cache: bool = Field(False, description="Served from Prefect's task cache without running.")
+    task_state: str = Field("Completed", description="Final state name of the task run.")
+
+
+def artifact_key(dataset: str, kind: str) -> str:
+    """Artifact keys allow lower-case letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{dataset}-{kind}".lower()).strip("-")
+
+
+def review_page_url(base_url: str, build_id: str) -> str:
+    """The review page's queue of one build (route `/queue?build=<build_id>` in flows/review_app.py)."""
+    return f"{base_url.rstrip('/')}/queue?{urlencode({'build': build_id})}"
+
+
+def summary_rows(outcomes: list[BookOutcome]) -> list[dict[str, object]]:
+    """One row per PDF and a total row: pages, figures, pairs by modality, review split, failures."""
+    rows: list[dict[str, object]] = []
+    totals: Counter[str] = Counter()
+    for outcome in outcomes:
+        book = outcome.result
+        modality = Counter(pair.modality for pair in book.pairs)
+        queued = sum(pair.review_status == "queued" for pair in book.pairs)
+        row: dict[str, object] = {
+            "book": book.book or Path(book.pdf).name,
+            "pdf": Path(book.pdf).name,
+            "status": book.status.value,
+            "pages": book.pages,
+            "scanned pages": book.scanned_pages,
+            "figures": book.figures,
+            "pairs": len(book.pairs),
+            **{modality_name: modality.get(modality_name, 0) for modality_name in MODALITY_COLUMNS},
+            "auto-accepted": len(book.pairs) - queued,
+            "queued": queued,
+            "cache": _cache_label(outcome),
+            "failure": book.error or "",
+        }
+        rows.append(row)
+        for name in ("pages", "scanned pages", "figures", "pairs", *MODALITY_COLUMNS, "auto-accepted", "queued"):
+            totals[name] += int(row[name])  # type: ignore[arg-type]
+    failed = sum(outcome.result.status == Status.failed for outcome in outcomes)
+    rows.append(
+        {
+            "book": "TOTAL",
+            "pdf": f"{len(outcomes)} PDFs",
+            "status": f"{failed} failed" if failed else "all ok",
+            **{name: totals[name] for name in ("pages", "scanned pages", "figures", "pairs")},
+            **{name: totals[name] for name in MODALITY_COLUMNS},
+            "auto-accepted": totals["auto-accepted"],
+            "queued": totals["queued"],
+            "cache": f"{sum(_cache_label(o) != 'computed' for o in outcomes)} reused",
+            "failure": "",
+        }
+    )
+    return rows
+
+
+def _cache_label(outcome: BookOutcome) -> str:
+    if outcome.from_prefect_cache:
+        return "prefect cache"
+    if outcome.result.cached:
+        return "pipeline cache"
+    return "computed"
+
+
+def summary_description(record: BuildRecord, outcomes: list[BookOutcome]) -> str:
+    pairs = record.pairs
+    queued = sum(pair.review_status == "queued" for pair in pairs)
+    failures = [o.result for o in outcomes if o.result.status == Status.failed]
+    lines = [
+        f"Build `{record.build_id}` of `{record.dataset}`: {len(outcomes)} PDFs, {len(pairs)} pairs, "
+        f"{len(pairs) - queued} auto-accepted, {queued} queued for review."
+    ]
+    lines += [f"FAILED {Path(book.pdf).name}: {book.error}" for book in failures]
+    return "\n\n".join(lines)
+
+
+def thumbnail_data_uri(image_file: str | Path, max_pixels: int = THUMBNAIL_PIXELS) -> str | None:
+    """A small PNG of a panel as a data URI, or None when the file cannot be read."""
+    try:
+        with Image.open(image_file) as image:
+            image = image.convert("RGB")
+            image.thumbnail((max_pixels, max_pixels))
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG", optimize=True)
+    except OSError as exc:
+        logger.warning("no thumbnail for %s: %s", image_file, exc)
+        return None
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def pick_examples(pairs: list[Pair], count: int = EXAMPLE_PAIRS) -> list[Pair]:
+    """A few pairs worth a look: queued ones first, then one per modality, then the rest in order."""
+    chosen: list[Pair] = []
+    seen: set[str] = set()
+
+    def take(pair: Pair) -> None:
+        if len(chosen) < count and pair.pair_id not in seen:
+            chosen.append(pair)
+            seen.add(pair.pair_id)
+
+    for pair in [p for p in pairs if p.review_status == "queued"][: count // 2]:
+        take(pair)
+    for modality in MODALITY_COLUMNS:
+        for pair in pairs:
+            if pair.modality == modality:
+                take(pair)
+                break
+    for pair in pairs:
+        take(pair)
+    return chosen
+
+
+def _cell(text: str | None) -> str:
+    text = " ".join((text or "").split())
+    if len(text) > CAPTION_CHARS:
+        text = text[: CAPTION_CHARS - 1] + "…"
+    return text.replace("|", "\\|") or "—"
+
+
+def examples_markdown(record: BuildRecord, review_url: str | None = None, count: int = EXAMPLE_PAIRS) -> str:
+    """Markdown table of example pairs with embedded ~96 px thumbnails (a few KB each)."""
+    examples = pick_examples(record.pairs, count)
+    lines = [f"### Example pairs of build `{record.build_id}`", ""]
+    if not examples:
+        return "\n".join([*lines, "No pairs were found in any input."])
+    lines += [
+        "| panel | pair | modality | review | caption (en) | caption (zh) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for pair in examples:
+        uri = thumbnail_data_uri(pair.image_file)
+        image = f"![{pair.pair_id}]({uri})" if uri else "(image missing)"
+        modality = f"{pair.modality} {pair.modality_confidence:.2f}"
+        review = pair.review_status + (f" (alignment {pair.alignment_score:.2f})" if pair.review_status == "queued" else "")
+        lines.append(
+            f"| {image} | `{pair.pair_id}` p.{pair.page} | {modality} | {review} "
+            f"| {_cell(pair.caption_en)} | {_cell(pair.caption_zh)} |"
+        )
+    if review_url:
+        lines += ["", f"Queued pairs are reviewed at [{review_url}]({review_url}) (`mmretinal review serve`)."]
+    return "\n".join(lines)
+
+
+def publish_markdown(summary: PublishSummary) -> str:
+    counts = "\n".join(
+        f"- {group.replace('_', ' ')}: " + ", ".join(f"{name} {n}" for name, n in sorted(values.items()))
+        for group, values in summary.counts.items()
+    )
+    return (
+        f"### Published `{summary.ref}`\n\n{summary.n_pairs} pairs in `{summary.path}`\n\n"
+        f"fingerprint `{summary.fingerprint}`\n\n{counts}\n"
+    )
+
+
+def publish_build_artifacts(record: BuildRecord, outcomes: list[BookOutcome], review_base_url: str) -> dict[str, str]:
+    """Create the summary table, the examples and the review link of a build run; returns key -> id."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+    keys = {
+        "summary": artifact_key(record.dataset, "build-summary"),
+        "examples": artifact_key(record.dataset, "build-examples"),
+        "review": artifact_key(record.dataset, "review-queue"),
+    }
+    review_url = review_page_url(review_base_url, record.build_id)
+    ids = {
+        keys["summary"]: create_table_artifact(
+            summary_rows(outcomes), key=keys["summary"], description=summary_description(record, outcomes)
+        ),
+        keys["examples"]: create_markdown_artifact(
+            examples_markdown(record, review_url), key=keys["examples"], description="A few pairs of this build."
+        ),
+        keys["review"]: create_link_artifact(
+            review_url,
+            link_text=f"Review queue of {record.build_id}",
+            key=keys["review"],
+            description=f"{sum(p.review_status == 'queued' for p in record.pairs)} pairs queued; "
+            f"serve the page with `mmretinal review serve --db {record.review_db}`.",
+        ),
+    }
+    return {key: str(artifact_id) for key, artifact_id in ids.items()}
+
+
+def publish_manifest_artifact(dataset: str, summary: PublishSummary) -> str:
+    from prefect.artifacts import create_markdown_artifact
+
+    key = artifact_key(dataset, "published")
+    return str(create_markdown_artifact(publish_markdown(summary), key=key, description=f"Published {summary.ref}."))

@@ -1,0 +1,50 @@
+"""Prefect settings the project relies on, applied before Prefect is imported.
+
+Without `PREFECT_API_URL` Prefect runs flows against a temporary local server it starts itself
+(ephemeral mode); a cold start of that server can take a minute on a small machine, hence the
+longer startup timeout. With `PREFECT_API_URL` set (e.g. `http://127.0.0.1:4200/api` from
+`prefect server start`) runs, logs, artifacts and events land in that server's UI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    # Library loggers whose records go to the run logs in the UI (one line per PDF and step).
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline,data_manifests",
+    # The pipeline also logs outside flow runs (plain `run_build`, tests): no warning for that.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+}
+
+PIPELINE_LOGGERS = ("pipeline", "data_manifests")
+
+
+def apply_defaults() -> None:
+    """Set the project's Prefect defaults where the environment does not say otherwise."""
+    for name, value in DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def api_url() -> str | None:
+    """The Prefect server flows report to, or None for ephemeral mode."""
+    return os.environ.get("PREFECT_API_URL") or None
+
+
+def attach_pipeline_loggers() -> None:
+    """Send the pipeline's INFO records to the run logs of the current flow or task run.
+
+    `PREFECT_LOGGING_EXTRA_LOGGERS` only takes effect when it is set before Prefect configures
+    logging, so the API handler is attached here as well (idempotent).
+    """
+    from prefect.logging.handlers import APILogHandler
+
+    for name in PIPELINE_LOGGERS:
+        library_logger = logging.getLogger(name)
+        if library_logger.level == logging.NOTSET or library_logger.level > logging.INFO:
+            library_logger.setLevel(logging.INFO)
+        if not any(isinstance(handler, APILogHandler) for handler in library_logger.handlers):
+            library_logger.addHandler(APILogHandler())

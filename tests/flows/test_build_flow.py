@@ -1,0 +1,248 @@
+"""The build and publish flows against a real Prefect server started for this module.
+
+Born-digital sample books only (no OCR) plus one file that is not a PDF; the first build queues
+some pairs (high review threshold), a review decision is taken, and the rebuild must come from
+the task cache and publish that decision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.timeout(600)]
+
+BOOKS = ["atlas-en", "atlas-zh-bilingual"]
+SERVER_START_SECONDS = 180
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class PrefectServer:
+    url: str
+    api_url: str
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """`prefect server start` on a free port with its own PREFECT_HOME; the in-process client talks to it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_URL": f"{url}/api",
+    }
+    log_path = home / "server.log"
+    prefect_cli = Path(sys.executable).with_name("prefect")
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [str(prefect_cli), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            try:
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Prefect server did not start on {url}:\n{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.5)
+        with temporary_settings({PREFECT_API_URL: f"{url}/api"}):
+            yield PrefectServer(url=url, api_url=f"{url}/api")
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@dataclass
+class FlowRun:
+    flow_run_id: str
+    result: object
+
+
+def run_build(pdfs: list[Path], options) -> FlowRun:  # noqa: ANN001 - BuildOptions
+    from flows.build_flow import build_dataset
+
+    state = build_dataset(pdfs=pdfs, options=options, publish=True, return_state=True)
+    return FlowRun(flow_run_id=str(state.state_details.flow_run_id), result=state.result())
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory):
+    """Two born-digital sample books, a non-PDF among them, and build options that queue some pairs."""
+    from pipeline.build import BuildOptions
+    from pipeline.sample_atlas import generate_sample_atlas
+
+    root = tmp_path_factory.mktemp("flow-build")
+    atlas = generate_sample_atlas(root / "atlas", seed=0, books=BOOKS)
+    broken = root / "atlas" / "broken-scan.pdf"
+    broken.write_text("this is a text file, not a PDF\n", encoding="utf-8")
+    options = BuildOptions(dataset="mm-retinal-test", work_dir=root / "work", registry_root=root / "registry")
+    options.align.review_threshold = 0.95
+    return [*atlas.pdfs, broken], options
+
+
+@pytest.fixture(scope="module")
+def first_build(prefect_server: PrefectServer, inputs) -> FlowRun:
+    pdfs, options = inputs
+    return run_build(pdfs, options)
+
+
+def _read(coro_fn):  # noqa: ANN001, ANN202 - runs one async client call
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def call():  # noqa: ANN202
+        async with get_client() as client:
+            return await coro_fn(client)
+
+    return asyncio.run(call())
+
+
+def _artifacts(flow_run_id: str) -> dict[str, object]:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    artifacts = _read(
+        lambda client: client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    )
+    return {artifact.key or f"{artifact.type}-{artifact.id}": artifact for artifact in artifacts}
+
+
+def test_build_completes_and_reports_the_bad_pdf(first_build: FlowRun, inputs) -> None:
+    from pipeline.records import Status
+
+    flow_run = _read(lambda client: client.read_flow_run(first_build.flow_run_id))
+    assert flow_run.state.is_completed(), flow_run.state
+    outcomes = {Path(o.result.pdf).name: o for o in first_build.result.outcomes}
+    assert outcomes["broken-scan.pdf"].result.status == Status.failed
+    assert "not a PDF" in outcomes["broken-scan.pdf"].result.error
+    for book in BOOKS:
+        result = outcomes[f"{book}.pdf"].result
+        assert result.status == Status.success and result.pairs, book
+    published = first_build.result.published
+    assert published is not None and published.n_pairs > 0
+    assert (Path(published.path) / "manifest.parquet").is_file()
+
+
+def test_run_shows_summary_examples_review_link_and_progress(first_build: FlowRun) -> None:
+    artifacts = _artifacts(first_build.flow_run_id)
+    record = first_build.result.record
+    summary = artifacts["mm-retinal-test-build-summary"]
+    assert summary.type == "table"
+    rows = summary.data if isinstance(summary.data, list) else json.loads(summary.data)
+    by_pdf = {row["pdf"]: row for row in rows}
+    assert by_pdf["broken-scan.pdf"]["status"] == "failed"
+    assert "not a PDF" in by_pdf["broken-scan.pdf"]["failure"]
+    total = next(row for row in rows if row["book"] == "TOTAL")
+    assert total["pairs"] == len(record.pairs)
+    assert total["queued"] == sum(p.review_status == "queued" for p in record.pairs) > 0
+    assert total["CFP"] + total["FFA"] + total["OCT"] + total["other"] == len(record.pairs)
+
+    examples = artifacts["mm-retinal-test-build-examples"]
+    assert examples.type == "markdown"
+    assert examples.data.count("data:image/png;base64,") >= 3
+    assert len(examples.data) < 150_000
+
+    link = artifacts["mm-retinal-test-review-queue"]
+    assert link.type == "link"
+    assert f"/queue?build={record.build_id}" in link.data
+
+    progress = artifacts["mm-retinal-test-build-progress"]
+    assert progress.type == "progress"
+    assert float(progress.data) == pytest.approx(100.0)
+
+
+def test_logs_have_one_line_per_pdf_and_step(first_build: FlowRun) -> None:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    logs = _read(
+        lambda client: client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first_build.flow_run_id]))
+        )
+    )
+    messages = [log.message for log in logs]
+    for book in BOOKS:
+        for step in ("step 1 extract", "step 2 align", "step 3 modality"):
+            assert sum(m.startswith(f"{book}.pdf: {step}") for m in messages) == 1, (book, step)
+    assert any("broken-scan.pdf" in m and "not a PDF" in m for m in messages)
+
+
+def _published_events(server: PrefectServer, version: str, attempts: int = 40) -> list[dict]:
+    body = {"filter": {"event": {"name": ["mmretinal.manifest.published"]}}, "limit": 50}
+    for _ in range(attempts):
+        events = httpx.post(f"{server.api_url}/events/filter", json=body, timeout=10).json()["events"]
+        matching = [e for e in events if e["payload"].get("version") == version and e["payload"].get("dataset") == "mm-retinal-test"]
+        if matching:
+            return matching
+        time.sleep(0.5)
+    return []
+
+
+def test_publish_emits_event(prefect_server: PrefectServer, first_build: FlowRun) -> None:
+    published = first_build.result.published
+    dataset, version = published.ref.split("/")
+    events = _published_events(prefect_server, version)
+    assert len(events) == 1
+    event = events[0]
+    assert event["resource"]["prefect.resource.id"] == f"mmretinal.dataset.{dataset}"
+    payload = event["payload"]
+    assert payload["ref"] == published.ref
+    assert payload["fingerprint"] == published.fingerprint
+    assert payload["n_pairs"] == published.n_pairs
+    assert Path(payload["manifest"]).is_file()
+
+
+def test_rebuild_comes_from_cache_and_keeps_review_decisions(first_build: FlowRun, inputs) -> None:
+    from data_manifests import load_manifest
+    from pipeline.review_store import ReviewStore
+
+    pdfs, options = inputs
+    record = first_build.result.record
+    store = ReviewStore(options.review_db)
+    item = store.queue(record.build_id)[0]
+    edited = "Edited by the reviewer: colour fundus photograph."
+    store.decide(item.item_key, "edit_caption", "flow-test", caption_en=edited, caption_zh=item.pair.caption_zh)
+
+    rebuild = run_build(pdfs, options)
+    outcomes = rebuild.result.outcomes
+    assert all(o.from_prefect_cache and o.task_state == "Cached" for o in outcomes), [o.task_state for o in outcomes]
+    assert rebuild.result.record.build_id == record.build_id
+
+    published = rebuild.result.published
+    assert published.ref != first_build.result.published.ref
+    rows = load_manifest(options.registry_root, published.ref).table.to_pylist()
+    row = next(r for r in rows if r["pair_id"] == item.pair.pair_id)
+    assert row["caption_en"] == edited
+    assert row["reviewer"] == "flow-test"
+    assert row["review_status"] == "edited"
