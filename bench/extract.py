@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -51,8 +50,25 @@ def page_images(pdf: Path) -> list[np.ndarray]:
 
 
 def _peak_rss_child(pdf: str, out: str, queue) -> None:
+    """Sample this process's RSS while it extracts (ru_maxrss would include the parent's peak,
+    since it survives exec)."""
+    import threading
+
+    import psutil
+
+    process, peak, done = psutil.Process(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     extract_pdf(Path(pdf), Path(out))
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    done.set()
+    sampler.join()
+    queue.put(peak[0])
 
 
 def main() -> None:

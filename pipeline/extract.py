@@ -473,6 +473,7 @@ def iter_pages(
                 block.column = column_of(block.bbox, columns)
         ordered = reading_order(blocks)
         captions = find_captions(ordered, options.caption_gap)
+        pymupdf.TOOLS.store_shrink(100)  # drop cached page resources: memory stays flat
         yield PageRecord(
             page=page_no,
             width=round(page.rect.width, 2),
