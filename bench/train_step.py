@@ -51,7 +51,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Loader workers per source.")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda.")
     parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads on CPU (0 = default).")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (0 = torch default; 1 is steadiest on shared CPUs)."
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:

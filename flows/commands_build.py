@@ -83,7 +83,9 @@ def register(app: typer.Typer) -> None:
         Runs report to the Prefect server in $PREFECT_API_URL when set, else to a temporary local one.
         """
         from flows.build_flow import build_dataset, make_task_runner
+        from flows.prefect_env import quiet_client_loggers
 
+        quiet_client_loggers()
         options = build_options(dataset, work_dir, registry, image_store, translation_package, review_threshold)
         flow = build_dataset.with_options(task_runner=make_task_runner(task_runner, workers))
         result = flow(pdfs=expand_pdf_inputs(pdfs), options=options, publish=not no_publish)
@@ -103,7 +105,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Apply review decisions to a build and publish it as the next version (Prefect flow `publish-manifest`)."""
         from flows.build_flow import publish_manifest
+        from flows.prefect_env import quiet_client_loggers
 
+        quiet_client_loggers()
         options = build_options(dataset, work_dir, registry, image_store, translation_package)
         published = publish_manifest(build_id=build_id, options=options)["published"]
         typer.echo(f"published {published['ref']}: {published['n_pairs']} pairs -> {published['path']}")

@@ -34,6 +34,12 @@ def api_url() -> str | None:
     return os.environ.get("PREFECT_API_URL") or None
 
 
+def quiet_client_loggers() -> None:
+    """Keep the console to run logs: the API client logs every HTTP request at INFO."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def attach_pipeline_loggers() -> None:
     """Send the pipeline's INFO records to the run logs of the current flow or task run.
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from pipeline.clean import normalise_figure_id
+
 _DIGIT = r"(?:[0-9]|[lIO](?![A-Za-z]))"
 _DASH = r"[-－—–一‐‑~～]"
 _RUN = rf"{_DIGIT}(?:[ ]?{_DIGIT}){{0,2}}"
@@ -23,20 +25,12 @@ CAPTION_START = re.compile(
     re.VERBOSE,
 )
 
-_OCR_DIGITS = str.maketrans({"l": "1", "I": "1", "O": "0"})
-
 
 def normalise_width(text: str) -> str:
     """Full-width ASCII forms to half-width (NFKC), keeping CJK punctuation like 。and ，."""
     return "".join(
         unicodedata.normalize("NFKC", ch) if "\uff01" <= ch <= "\uff5e" or ch == "\u3000" else ch for ch in text
     )
-
-
-def normalise_figure_id(raw: str) -> str:
-    """'3 - 1 2' / '３－１２' / '3一l2' -> '3-12'."""
-    parts = re.split(_DASH, re.sub(r"\s+", "", normalise_width(raw)))
-    return "-".join(p.translate(_OCR_DIGITS).lstrip("0") or "0" for p in parts if p)
 
 
 def match_caption_start(text: str) -> tuple[str, str, int] | None:

@@ -174,9 +174,8 @@ def test_run_shows_summary_examples_review_link_and_progress(first_build: FlowRu
     assert examples.data.count("data:image/png;base64,") >= 3
     assert len(examples.data) < 150_000
 
-    link = artifacts["mm-retinal-test-review-queue"]
-    assert link.type == "link"
-    assert f"/queue?build={record.build_id}" in link.data
+    link = artifacts["mm-retinal-test-review-queue"]  # Prefect stores link artifacts as markdown links
+    assert f"(http://127.0.0.1:8765/queue?build={record.build_id})" in link.data
 
     progress = artifacts["mm-retinal-test-build-progress"]
     assert progress.type == "progress"

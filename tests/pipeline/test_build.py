@@ -95,9 +95,9 @@ def test_unchanged_rebuild_reuses_work_and_publishes_the_same_content(sample_bui
 def test_review_decisions_apply_on_publish_and_survive_a_rebuild(sample_build, sample_atlas, sample_truth):
     options, record, _ = sample_build
     store = ReviewStore(options.review_db)
-    queued = [p for p in record.pairs if p.review_status == "queued"]
-    assert queued, "the sample atlas leaves something to review"
-    target = queued[0]
+    target = next(p for p in record.pairs if p.book == "atlas-zh-bilingual" and p.panel == "B")
+    doubtful = target.model_copy(update={"review_status": "queued"})
+    store.register_build("build-with-a-doubt", options.dataset, [doubtful])
     store.decide(content_key(target), "edit_caption", "tester", caption_zh="人工校对的说明。", caption_en=target.caption_en)
     rebuilt = record_build([process_pdf(pdf, options) for pdf in sample_atlas.pdfs], options)
     summary = publish_build(rebuilt, options)
