@@ -40,6 +40,9 @@ class ExpertDataConfig(BaseModel):
     )
     modalities: list[str] = Field(default_factory=lambda: ["CFP"], description="Modalities kept (CFP, FFA, OCT).")
     verify_images: bool = Field(True, description="Check image sha256 when first reading each image.")
+    include_queued: bool = Field(
+        False, description="Also train on pairs still waiting in the review queue (unreviewed, low alignment score)."
+    )
 
 
 @dataclass(frozen=True)
@@ -63,11 +66,13 @@ class ExpertManifest:
 
 
 def select_rows(frame: pd.DataFrame, config: ExpertDataConfig, image_store: Path, source: str) -> pd.DataFrame:
-    """Apply the contract: drop rejected rows, keep chosen modalities and rows with the chosen caption."""
+    """Apply the contract: drop rejected (and, unless asked, still-queued) rows, keep chosen
+    modalities and rows with the chosen caption."""
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{source}: manifest lacks columns {missing}")
-    selected = frame[frame["review_status"].astype(str) != "rejected"]
+    excluded = {"rejected"} if config.include_queued else {"rejected", "queued"}
+    selected = frame[~frame["review_status"].astype(str).isin(excluded)]
     selected = selected[selected["modality"].isin(config.modalities)]
     has_en = selected["caption_en"].fillna("").str.strip() != ""
     has_zh = selected["caption_zh"].fillna("").str.strip() != ""

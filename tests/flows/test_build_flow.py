@@ -20,7 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.timeout(600)]
+
+def needs_server(test):  # noqa: ANN001, ANN201 - decorator
+    """Tests that run flows against the module's Prefect server."""
+    return pytest.mark.prefect(pytest.mark.slow(pytest.mark.timeout(600)(test)))
+
 
 BOOKS = ["atlas-en", "atlas-zh-bilingual"]
 SERVER_START_SECONDS = 180
@@ -74,6 +78,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         with temporary_settings({PREFECT_API_URL: f"{url}/api"}):
             yield PrefectServer(url=url, api_url=f"{url}/api")
     finally:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()
         server.terminate()
         try:
             server.wait(timeout=30)
@@ -139,6 +146,7 @@ def _artifacts(flow_run_id: str) -> dict[str, object]:
     return {artifact.key or f"{artifact.type}-{artifact.id}": artifact for artifact in artifacts}
 
 
+@needs_server
 def test_build_completes_and_reports_the_bad_pdf(first_build: FlowRun, inputs) -> None:
     from pipeline.records import Status
 
@@ -155,6 +163,7 @@ def test_build_completes_and_reports_the_bad_pdf(first_build: FlowRun, inputs) -
     assert (Path(published.path) / "manifest.parquet").is_file()
 
 
+@needs_server
 def test_run_shows_summary_examples_review_link_and_progress(first_build: FlowRun) -> None:
     artifacts = _artifacts(first_build.flow_run_id)
     record = first_build.result.record
@@ -182,6 +191,7 @@ def test_run_shows_summary_examples_review_link_and_progress(first_build: FlowRu
     assert float(progress.data) == pytest.approx(100.0)
 
 
+@needs_server
 def test_logs_have_one_line_per_pdf_and_step(first_build: FlowRun) -> None:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
@@ -208,6 +218,7 @@ def _published_events(server: PrefectServer, version: str, attempts: int = 40) -
     return []
 
 
+@needs_server
 def test_publish_emits_event(prefect_server: PrefectServer, first_build: FlowRun) -> None:
     published = first_build.result.published
     dataset, version = published.ref.split("/")
@@ -222,6 +233,7 @@ def test_publish_emits_event(prefect_server: PrefectServer, first_build: FlowRun
     assert Path(payload["manifest"]).is_file()
 
 
+@needs_server
 def test_rebuild_comes_from_cache_and_keeps_review_decisions(first_build: FlowRun, inputs) -> None:
     from data_manifests import load_manifest
     from pipeline.review_store import ReviewStore
@@ -245,3 +257,92 @@ def test_rebuild_comes_from_cache_and_keeps_review_decisions(first_build: FlowRu
     assert row["caption_en"] == edited
     assert row["reviewer"] == "flow-test"
     assert row["review_status"] == "edited"
+
+
+# ---------------------------------------------------------------------------- without a server
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (ConnectionResetError("peer reset"), True),
+        (TimeoutError("share did not answer"), True),
+        (OSError(5, "Input/output error"), True),
+        (FileNotFoundError("gone"), False),
+        (PermissionError("denied"), False),
+        (ValueError("bad value"), False),
+    ],
+)
+def test_only_transient_errors_are_retried(error: BaseException, retried: bool) -> None:
+    from prefect.states import Failed
+
+    from flows.build_flow import process_pdf_task, retry_on_transient
+
+    assert retry_on_transient(process_pdf_task, None, Failed(data=error)) is retried
+    assert process_pdf_task.retries == 2
+
+
+def test_cache_key_follows_pdf_content_config_and_work_dir(tmp_path: Path, review_build) -> None:  # noqa: ANN001
+    from flows.build_flow import pdf_cache_key
+    from pipeline.build import BuildOptions
+
+    options = BuildOptions(work_dir=tmp_path / "work")
+    pdf = review_build.pdf_path
+    key = pdf_cache_key(None, {"pdf": pdf, "options": options})
+    assert key == pdf_cache_key(None, {"pdf": pdf, "options": options.model_copy(deep=True)})
+    stricter = options.model_copy(deep=True)
+    stricter.align.review_threshold = 0.99
+    assert pdf_cache_key(None, {"pdf": pdf, "options": stricter}) != key
+    assert pdf_cache_key(None, {"pdf": pdf, "options": BuildOptions(work_dir=tmp_path / "other")}) != key
+    copy = tmp_path / "copy.pdf"
+    copy.write_bytes(pdf.read_bytes() + b"\n% appended comment\n")
+    assert pdf_cache_key(None, {"pdf": copy, "options": options}) != key
+    assert pdf_cache_key(None, {"pdf": tmp_path / "missing.pdf", "options": options}) is None
+
+
+def test_artifact_builders_summarise_and_embed_small_thumbnails(tmp_path: Path, review_build) -> None:  # noqa: ANN001
+    from flows.artifacts import BookOutcome, examples_markdown, pick_examples, review_page_url, summary_rows
+    from pipeline.build import BookResult, BuildRecord
+    from pipeline.records import Status
+
+    pairs = [p.model_copy(update={"image_file": str(review_build.image_dir / p.image_file)}) for p in review_build.pairs]
+    pairs[2] = pairs[2].model_copy(update={"review_status": "auto_accepted"})
+    good = BookResult(pdf=str(review_build.pdf_path), book="atlas-a", pages=1, figures=3, pairs=pairs, cached=True)
+    bad = BookResult(pdf=str(tmp_path / "notes.pdf"), book="notes", status=Status.failed, error="not a PDF (no %PDF- header)")
+    outcomes = [BookOutcome(result=good), BookOutcome(result=bad, task_state="Completed")]
+    rows = summary_rows(outcomes)
+    assert [row["book"] for row in rows] == ["atlas-a", "notes", "TOTAL"]
+    assert (rows[0]["CFP"], rows[0]["FFA"], rows[0]["OCT"]) == (1, 1, 1)
+    assert (rows[0]["queued"], rows[0]["auto-accepted"], rows[0]["cache"]) == (2, 1, "pipeline cache")
+    assert rows[1]["failure"] == "not a PDF (no %PDF- header)"
+    assert rows[2]["status"] == "1 failed" and rows[2]["pairs"] == 3
+
+    examples = pick_examples(pairs, 3)
+    assert examples[0].review_status == "queued"
+    assert {p.modality for p in examples} == {"CFP", "FFA", "OCT"}
+    record = BuildRecord(build_id="build-abc", dataset="mm-retinal", created="now", books=[good, bad], review_db="r.sqlite")
+    url = review_page_url("http://127.0.0.1:8765/", record.build_id)
+    assert url == "http://127.0.0.1:8765/queue?build=build-abc"
+    markdown = examples_markdown(record, url)
+    thumbnails = markdown.split("data:image/png;base64,")[1:]
+    assert len(thumbnails) == 3
+    assert all(len(t.split(")")[0]) < 16_000 for t in thumbnails)
+    assert "Central retinal vein occlusion" in markdown and url in markdown
+
+
+def test_deployments_serve_build_publish_and_training_with_trigger_off_by_default() -> None:
+    from flows.build_flow import PUBLISHED_EVENT
+    from flows.deployments import ServeOptions, build_deployments
+
+    deployments = {f"{d.flow_name}/{d.name}": d for d in build_deployments(ServeOptions())}
+    assert {"build-dataset/mm-retinal", "publish-manifest/mm-retinal"} <= set(deployments)
+    pretrain = deployments.get("pretrain/keepfit")
+    if pretrain is None:
+        pytest.skip("flows/pretrain.py is not importable here")
+    assert pretrain.concurrency_limit == 1
+    (trigger,) = pretrain.triggers
+    assert trigger.enabled is False
+    assert trigger.expect == {PUBLISHED_EVENT}
+    assert trigger.parameters == {"dataset": "{{ event.payload.dataset }}", "manifest_version": "{{ event.payload.version }}"}
+    enabled = {f"{d.flow_name}/{d.name}": d for d in build_deployments(ServeOptions(pretrain_on_publish=True))}
+    assert enabled["pretrain/keepfit"].triggers[0].enabled is True

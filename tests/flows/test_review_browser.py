@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -39,12 +40,16 @@ def served(tmp_path: Path, review_build, live_server):
         yield store, server
 
 
+# an action reloads the page: elements found a moment earlier may be gone or not there yet
+PAGE_CHANGING = (StaleElementReferenceException, NoSuchElementException)
+
+
 def press(driver, keys: str) -> None:
     ActionChains(driver).send_keys(keys).perform()
 
 
 def wait_for_item(driver, key: str) -> None:
-    WebDriverWait(driver, 10).until(
+    WebDriverWait(driver, 15, ignored_exceptions=PAGE_CHANGING).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, f'.item-grid[data-item-key="{key}"]')
     )
 
@@ -53,7 +58,7 @@ def set_reviewer(driver, name: str) -> None:
     field = driver.find_element(By.ID, "reviewer-name")
     field.clear()
     field.send_keys(name, Keys.ENTER)
-    WebDriverWait(driver, 10).until(lambda d: f"reviewer={name}" in d.current_url)
+    WebDriverWait(driver, 15, ignored_exceptions=PAGE_CHANGING).until(lambda d: f"reviewer={name}" in d.current_url)
 
 
 def test_keyboard_review_of_a_queue(served, chromium) -> None:
@@ -65,7 +70,7 @@ def test_keyboard_review_of_a_queue(served, chromium) -> None:
     driver.find_element(By.ID, "start").click()
     wait_for_item(driver, first.item_key)
     set_reviewer(driver, "ann")
-    WebDriverWait(driver, 10).until(
+    WebDriverWait(driver, 15, ignored_exceptions=PAGE_CHANGING).until(
         lambda d: d.execute_script("const i = document.getElementById('page-image'); return i.complete && i.naturalWidth > 0")
     )
     highlight = driver.find_element(By.ID, "highlight").rect
@@ -82,7 +87,7 @@ def test_keyboard_review_of_a_queue(served, chromium) -> None:
     wait_for_item(driver, second.item_key)
     assert store.current_decision(second.item_key) is None
     press(driver, "o")
-    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "modality").text == "OCT")
+    WebDriverWait(driver, 15, ignored_exceptions=PAGE_CHANGING).until(lambda d: d.find_element(By.ID, "modality").text == "OCT")
     press(driver, "2")
     wait_for_item(driver, third.item_key)
 
@@ -92,7 +97,7 @@ def test_keyboard_review_of_a_queue(served, chromium) -> None:
     editor.clear()
     editor.send_keys("Edited in the browser: cystoid macular oedema.")
     ActionChains(driver).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
-    WebDriverWait(driver, 10).until(expected_conditions.url_contains("done=1"))
+    WebDriverWait(driver, 15, ignored_exceptions=PAGE_CHANGING).until(expected_conditions.url_contains("done=1"))
     assert "3 / 3 decided" in driver.find_element(By.ID, "progress").text
 
     accepted = store.current_decision(first.item_key)
@@ -118,7 +123,7 @@ def test_second_reviewer_on_the_same_item_gets_a_conflict(served, chromium) -> N
     press(ann, "a")
     wait_for_item(ann, store.queue(BUILD)[1].item_key)
     press(bob, "x")
-    WebDriverWait(bob, 10).until(lambda d: d.find_elements(By.ID, "conflict"))
+    WebDriverWait(bob, 15, ignored_exceptions=PAGE_CHANGING).until(lambda d: d.find_elements(By.ID, "conflict"))
     assert "Accepted" in bob.find_element(By.ID, "their-decision").text
     assert "ann" in bob.find_element(By.ID, "their-decision").text
     assert [(d.reviewer, d.action, d.outcome) for d in store.history(item.item_key)] == [
@@ -140,7 +145,7 @@ def test_item_page_screenshot(served, chromium, tmp_path: Path) -> None:
     store.decide(first.item_key, "accept", "ann")
     driver = chromium(1440, 1000)
     driver.get(f"{server.url}/item/{second.item_key}?build={BUILD}&last={first.item_key}&reviewer=ann")
-    WebDriverWait(driver, 10).until(
+    WebDriverWait(driver, 15, ignored_exceptions=PAGE_CHANGING).until(
         lambda d: d.execute_script(
             "return [...document.images].every(i => i.complete && i.naturalWidth > 0)"
         )
