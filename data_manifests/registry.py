@@ -79,6 +79,7 @@ class PublishedVersion:
     version: str
     path: Path
     meta: ManifestMeta
+    unchanged: bool = False  # the latest version already held this content; nothing new was written
 
     @property
     def ref(self) -> str:
@@ -306,6 +307,7 @@ def publish(
     pipeline_version: str,
     image_store: Path | str | None = None,
     parent: str | None = LATEST,
+    if_changed: bool = False,
 ) -> PublishedVersion:
     """Publish pairs as the next immutable version `<registry_root>/<dataset>/v<N>/`.
 
@@ -314,6 +316,8 @@ def publish(
     store before anything is renamed into place; if any image is missing or has the wrong hash
     the publish fails naming each such pair and file, and no version directory is left behind.
     `parent` is 'latest' (the newest version at publish time), a version name, or None.
+    With `if_changed`, content and config identical to the latest version publish nothing and
+    return that version (marked `unchanged`).
     """
     _check_dataset_name(dataset)
     root = Path(registry_root)
@@ -378,6 +382,15 @@ def publish(
         with _publish_lock(dataset_dir):
             resolved_parent = _resolve_parent(root, dataset, parent)
             existing = list_versions(root, dataset)
+            if if_changed and existing:
+                latest_dir = dataset_dir / existing[-1]
+                latest_meta = read_meta(latest_dir)
+                if latest_meta.content_fingerprint == fingerprint and latest_meta.config_hash == config_hash(config):
+                    shutil.rmtree(tmp_dir, ignore_errors=True)
+                    logger.info("%s/%s already holds this content; nothing published", dataset, existing[-1])
+                    return PublishedVersion(
+                        dataset=dataset, version=existing[-1], path=latest_dir, meta=latest_meta, unchanged=True
+                    )
             number = version_number(existing[-1]) + 1 if existing else 1
             for _ in range(_MAX_CLAIM_ATTEMPTS):
                 version = f"v{number}"

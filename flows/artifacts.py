@@ -180,8 +180,9 @@ def publish_markdown(summary: PublishSummary) -> str:
         f"- {group.replace('_', ' ')}: " + ", ".join(f"{name} {n}" for name, n in sorted(values.items()))
         for group, values in summary.counts.items()
     )
+    heading = f"Unchanged: `{summary.ref}` already holds this content" if summary.unchanged else f"Published `{summary.ref}`"
     return (
-        f"### Published `{summary.ref}`\n\n{summary.n_pairs} pairs in `{summary.path}`\n\n"
+        f"### {heading}\n\n{summary.n_pairs} pairs in `{summary.path}`\n\n"
         f"fingerprint `{summary.fingerprint}`\n\n{counts}\n"
     )
 

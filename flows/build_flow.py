@@ -299,9 +299,13 @@ def publish_manifest(build_id: str | None = None, options: BuildOptions | None =
     if not record.pairs:
         raise ValueError(f"build {record.build_id} in {options.work_dir} has no pairs; nothing to publish")
     summary = publish_build_task(record, options)
-    event_id = emit_published(summary, record.build_id)
     artifact_id = publish_manifest_artifact(options.dataset, summary)
-    logger.info("emitted %s for %s (event %s)", PUBLISHED_EVENT, summary.ref, event_id)
+    if summary.unchanged:
+        event_id = None
+        logger.info("%s already holds this content: no new version, no %s event", summary.ref, PUBLISHED_EVENT)
+    else:
+        event_id = emit_published(summary, record.build_id)
+        logger.info("emitted %s for %s (event %s)", PUBLISHED_EVENT, summary.ref, event_id)
     return {
         "build_id": record.build_id,
         "published": summary.model_dump(mode="json"),

@@ -15,13 +15,14 @@ app = typer.Typer(
     name="mmretinal",
     help="Rebuild the MM-Retinal fundus image-text dataset from atlas PDFs and pretrain KeepFIT on it.",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
 )
 
 COMMAND_MODULES = [
     "flows.commands_sample",
     "flows.commands_extract",
     "flows.commands_build",
+    "flows.commands_flows",
     "flows.commands_manifest",
     "flows.commands_review",
     "flows.commands_pretrain",
@@ -46,3 +47,12 @@ for _name in COMMAND_MODULES:
             raise
         continue
     _module.register(app)
+
+
+def run() -> None:
+    """Console entry point: user errors (bad config, missing file) end in one readable line."""
+    try:
+        app()
+    except (ValueError, FileNotFoundError, PermissionError) as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise SystemExit(2) from None

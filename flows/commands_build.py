@@ -58,7 +58,8 @@ def print_build_summary(record, published) -> None:
     queued = sum(p.review_status == "queued" for p in pairs)
     typer.echo(f"pairs: {len(pairs)}, auto-accepted: {len(pairs) - queued}, queued for review: {queued}")
     if published:
-        typer.echo(f"published {published.ref}: {published.n_pairs} pairs -> {published.path}")
+        verb = "unchanged, already" if published.unchanged else "published"
+        typer.echo(f"{verb} {published.ref}: {published.n_pairs} pairs -> {published.path}")
         typer.echo(f"fingerprint {published.fingerprint}")
 
 
@@ -110,7 +111,8 @@ def register(app: typer.Typer) -> None:
         quiet_client_loggers()
         options = build_options(dataset, work_dir, registry, image_store, translation_package)
         published = publish_manifest(build_id=build_id, options=options)["published"]
-        typer.echo(f"published {published['ref']}: {published['n_pairs']} pairs -> {published['path']}")
+        verb = "unchanged, already" if published["unchanged"] else "published"
+        typer.echo(f"{verb} {published['ref']}: {published['n_pairs']} pairs -> {published['path']}")
 
     @app.command()
     def score(

@@ -254,6 +254,7 @@ def translate_pairs(pairs: list[Pair], options: BuildOptions) -> list[Pair]:
 
 class PublishSummary(BaseModel):
     ref: str
+    unchanged: bool = False
     path: str
     n_pairs: int
     counts: dict[str, dict[str, int]]
@@ -275,10 +276,12 @@ def publish_build(record: BuildRecord, options: BuildOptions) -> PublishSummary:
         input_pdfs=record.input_pdfs,
         pipeline_version=__version__,
         image_store=options.image_store,
+        if_changed=True,
     )
     meta = published.meta
     return PublishSummary(
         ref=published.ref,
+        unchanged=published.unchanged,
         path=str(published.path),
         n_pairs=meta.n_pairs,
         counts=meta.counts.model_dump(),

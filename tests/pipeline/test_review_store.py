@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import multiprocessing
 import sqlite3
 import threading
 from pathlib import Path
@@ -293,28 +292,48 @@ def test_two_threads_deciding_lose_nothing(store: ReviewStore) -> None:
         assert store.version(key) == 2
 
 
-def _decide_all(db_path: str, keys: list[str], reviewer: str, start) -> list[str]:  # noqa: ANN001 - Event proxy
-    store = ReviewStore(db_path)
-    start.wait()
-    outcomes = []
-    for key in keys:
-        try:
-            store.decide(key, "accept" if reviewer == "ann" else "reject_not_pair", reviewer, expected_version=0)
-            outcomes.append("applied")
-        except ReviewConflict:
-            outcomes.append("conflict")
-    return outcomes
+# Each reviewer is a separate Python process (as two people on two review pages would be);
+# both wait for a start file so their writes really overlap.
+_REVIEWER_PROCESS = """
+import json, sys, time
+from pathlib import Path
+from pipeline.review_store import ReviewConflict, ReviewStore
+
+db, keys_file, reviewer, start_file = sys.argv[1:5]
+keys = json.loads(Path(keys_file).read_text())
+store = ReviewStore(db)
+while not Path(start_file).exists():
+    time.sleep(0.01)
+outcomes = []
+for key in keys:
+    try:
+        store.decide(key, "accept" if reviewer == "ann" else "reject_not_pair", reviewer, expected_version=0)
+        outcomes.append("applied")
+    except ReviewConflict:
+        outcomes.append("conflict")
+print(json.dumps(outcomes))
+"""
 
 
-def test_two_processes_on_the_same_items_get_one_winner_each_and_lose_nothing(store: ReviewStore) -> None:
+def test_two_processes_on_the_same_items_get_one_winner_each_and_lose_nothing(store: ReviewStore, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
     store.register_build("b1", "mm-retinal", [make_pair(i) for i in range(30)])
     keys = [item.item_key for item in store.queue("b1")]
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, context.Pool(2) as pool:
-        start = manager.Event()
-        results = [pool.apply_async(_decide_all, (str(store.db_path), keys, name, start)) for name in ("ann", "bob")]
-        start.set()
-        ann, bob = (result.get(timeout=60) for result in results)
+    keys_file, start_file = tmp_path / "keys.json", tmp_path / "start"
+    keys_file.write_text(json.dumps(keys))
+    reviewers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _REVIEWER_PROCESS, str(store.db_path), str(keys_file), name, str(start_file)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("ann", "bob")
+    ]
+    start_file.touch()
+    ann, bob = (json.loads(process.communicate(timeout=120)[0]) for process in reviewers)
     for index, key in enumerate(keys):
         history = store.history(key)
         assert len(history) == 2, "both decisions are in the history"
