@@ -61,7 +61,7 @@ def set_reviewer(driver, name: str) -> None:
     WebDriverWait(driver, 15, ignored_exceptions=PAGE_CHANGING).until(lambda d: f"reviewer={name}" in d.current_url)
 
 
-def test_keyboard_review_of_a_queue(served, chromium) -> None:
+def test_keyboard_review_of_a_queue(served, chromium, review_build, tmp_path) -> None:
     store, server = served
     first, second, third = store.queue(BUILD)
     driver = chromium()
@@ -111,6 +111,19 @@ def test_keyboard_review_of_a_queue(served, chromium) -> None:
     assert edited.caption_zh == third.pair.caption_zh and edited.reviewer == "ann"
     published = store.apply_decisions([first.pair, second.pair, third.pair])
     assert [p.review_status for p in published] == ["accepted", "edited", "edited"]
+
+    # the decisions reach the next published manifest
+    from data_manifests import load_manifest, publish
+
+    on_disk = [p.model_copy(update={"image_file": str(review_build.image_dir / p.image_file)}) for p in published]
+    version = publish(on_disk, "mm-retinal", tmp_path / "registry", config={}, input_pdfs={}, pipeline_version="test")
+    _, table = load_manifest(tmp_path / "registry", version.ref)
+    rows = {row["pair_id"]: row for row in table.to_pylist()}
+    assert rows[first.pair.pair_id]["review_status"] == "accepted"
+    assert rows[second.pair.pair_id]["modality"] == "OCT"
+    assert rows[second.pair.pair_id]["caption_en"] == second.pair.alternatives[1].caption_en
+    assert rows[third.pair.pair_id]["caption_en"] == "Edited in the browser: cystoid macular oedema."
+    assert {row["reviewer"] for row in rows.values()} == {"ann"}
 
 
 def test_second_reviewer_on_the_same_item_gets_a_conflict(served, chromium) -> None:
