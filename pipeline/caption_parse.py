@@ -19,7 +19,7 @@ _LETTERS = "ABCDEFGHIJ"
 _BEFORE = r"(?:(?<=^)|(?<=[\s。；;，,:：)）\u4e00-\u9fff]))"
 _RANGE = rf"{_BEFORE}(?P<r0>[A-J])\s*[-–—~～至·−‐]\s*(?P<r1>[A-J])\s*[.:、．：](?!\d)"
 _SINGLE = rf"{_BEFORE}(?P<s>[A-J])\s*[.:、．：](?![\d.．]|[A-Za-z][.．])"
-_PAREN = rf"[(（](?P<p>[a-jA-J])[)）]"
+_PAREN = r"[(（](?P<p>[a-jA-J])[)）]"
 _SIDE = r"(?P<side>左图|右图|上图|下图)[:：]?"
 PANEL_MARKER = re.compile(f"{_RANGE}|{_SINGLE}|{_PAREN}|{_SIDE}")
 _SIDE_LETTER = {"左图": "A", "上图": "A", "右图": "B", "下图": "B"}
@@ -55,12 +55,6 @@ class ParsedCaption:
         ]
 
 
-def caption_language(style: str, text: str) -> Language:
-    if style == "zh":
-        return "zh"
-    return "en"
-
-
 def _split_title(body: str, language: Language) -> tuple[str, str]:
     """Title = first sentence (or, in Chinese, the words before the first space)."""
     body = body.strip()
@@ -80,7 +74,7 @@ def parse_caption(text: str) -> ParsedCaption | None:
     if not start:
         return None
     figure_id, style, offset = start
-    language = caption_language(style, flat)
+    language = "zh" if style == "zh" else "en"
     body = flat[offset:].strip()
     markers = list(PANEL_MARKER.finditer(body))
     head = body[: markers[0].start()] if markers else body

@@ -4,7 +4,6 @@ extraction, alignment and build tests (generating and OCR'ing it once keeps the 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 

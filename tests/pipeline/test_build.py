@@ -8,7 +8,7 @@ import logging
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.build import BuildOptions, process_pdf, publish_build, record_build
+from pipeline.build import process_pdf, publish_build, record_build
 from pipeline.review_store import ReviewStore, content_key
 from pipeline.scoring import score_manifest, score_pairs
 
