@@ -16,6 +16,7 @@ import contextlib
 import csv
 import functools
 import importlib.metadata
+import json
 import logging
 import os
 import re
@@ -346,6 +347,37 @@ def _import_argos(options: TranslatorOptions) -> Any:
         return settings
 
 
+def _default_package_dirs(options: TranslatorOptions) -> list[Path]:
+    """Where argostranslate will look for packages, worked out without importing it."""
+    if options.packages_dir is not None:
+        return [Path(options.packages_dir)]
+    if "argostranslate.settings" in sys.modules:
+        return [Path(d) for d in sys.modules["argostranslate.settings"].package_dirs]
+    if os.environ.get("ARGOS_PACKAGES_DIR"):
+        return [Path(os.environ["ARGOS_PACKAGES_DIR"])]
+    if options.argos_home is not None:
+        data_home = options.argos_home / "data"
+    else:
+        data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return [data_home / "argos-translate" / "packages"]
+
+
+def _maybe_installed(options: TranslatorOptions, source: Language, target: Language) -> bool:
+    """False only when no package directory holds a package for this direction."""
+    for directory in _default_package_dirs(options):
+        for metadata_file in directory.glob("*/metadata.json"):
+            try:
+                metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return True  # unreadable: let argostranslate decide
+            if (
+                str(metadata.get("from_code", "")).split("_")[0] == source
+                and str(metadata.get("to_code", "")).split("_")[0] == target
+            ):
+                return True
+    return False
+
+
 def _blank_multilingual_spacy(cache_dir: Path) -> Path:
     """A blank multilingual spaCy pipeline for packages that ship no sentence splitter of their own.
 
@@ -490,6 +522,8 @@ class ArgosTranslator:
 
     def _package_for(self, source: Language, target: Language) -> _LoadedPackage | None:
         key = (source, target)
+        if key not in self._packages and not _maybe_installed(self.options, source, target):
+            self._packages[key] = None  # importing argostranslate (spaCy, torch) costs seconds: skip it
         if key not in self._packages:
             settings = _import_argos(self.options)
             import argostranslate.package
