@@ -8,8 +8,8 @@ from data_manifests.compare import ChangedPair, Diff, diff, diff_tables
 from data_manifests.export import ExportResult, FlairExportOptions, export_flair_csv
 from data_manifests.registry import (
     LoadedManifest,
-    PublishError,
     PublishedVersion,
+    PublishError,
     RegistryError,
     default_registry_root,
     latest_version,

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -22,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from data_manifests.registry import LoadedManifest, load_manifest
 from data_manifests.store import sha256_file
+from pipeline.atomic import atomic_output, atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -84,18 +84,12 @@ def _copy_verified(source: Path, target: Path, expected_sha256: str) -> None:
     if target.is_file() and not target.is_symlink() and sha256_file(target) == expected_sha256:
         return
     digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=target.suffix, dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            for chunk in iter(lambda: src.read(_CHUNK), b""):
-                digest.update(chunk)
-                out.write(chunk)
+    with atomic_output(target) as out, open(source, "rb") as src:
+        for chunk in iter(lambda: src.read(_CHUNK), b""):
+            digest.update(chunk)
+            out.write(chunk)
         if digest.hexdigest() != expected_sha256:
             raise ValueError(f"store image {source} has SHA-256 {digest.hexdigest()}, expected {expected_sha256}")
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def _symlink(source: Path, target: Path) -> None:
@@ -110,14 +104,8 @@ def _symlink(source: Path, target: Path) -> None:
 
 
 def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.to_csv(tmp_name, index=False)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp_path:
+        frame.to_csv(temp_path, index=False)
 
 
 def export_flair_csv(

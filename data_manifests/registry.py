@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -48,6 +47,7 @@ from data_manifests.schema import (
     rows_to_table,
 )
 from data_manifests.store import ImageStore, ImageStoreError, resolve_image_store, sha256_file
+from pipeline.atomic import write_atomic
 from pipeline.records import Pair
 
 logger = logging.getLogger(__name__)
@@ -257,16 +257,7 @@ def _recorded_store_path(root: Path, store_root: Path) -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text, durable=True)
 
 
 @contextlib.contextmanager

@@ -11,8 +11,9 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
+
+from pipeline.atomic import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -88,22 +89,14 @@ class ImageStore:
             logger.warning("stored image %s does not match its name; rewriting it from %s", target, source)
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-                for chunk in iter(lambda: src.read(_CHUNK), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+        with atomic_output(target, durable=True) as out, open(source, "rb") as src:
+            for chunk in iter(lambda: src.read(_CHUNK), b""):
+                digest.update(chunk)
+                out.write(chunk)
             actual = digest.hexdigest()
             if actual != expected:
                 raise ImageStoreError(f"image {source} has SHA-256 {actual}, expected {expected}")
-            os.chmod(tmp_name, 0o444)
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        os.chmod(target, 0o444)
         logger.debug("stored %s as %s", source, relative)
         return relative
 
@@ -114,5 +107,5 @@ class ImageStore:
         return sum(
             1
             for path in self.root.glob("??/*")
-            if path.is_file() and not path.name.startswith(".tmp-")
+            if path.is_file() and not path.name.startswith(".")
         )

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
+from pipeline.atomic import write_atomic
 from pipeline.records import CaptionChoice, Pair
 from pipeline.review_store import (
     DECISIVE_ACTIONS,
@@ -178,10 +178,7 @@ class SourceFiles:
                 raise ValueError(f"{pdf_path}: page {page_number} out of range 1..{document.page_count}")
             pixmap = document[page_number - 1].get_pixmap(dpi=self.settings.page_dpi)
             data = pixmap.tobytes("png")
-        fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=self.cache_dir)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp_name, target)
+        write_atomic(target, data)
         logger.debug("rendered %s page %d -> %s", pdf_path, page_number, target)
         return target
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import torch
 
 from keepfit.model import KeepFITModel
 from keepfit.model_config import ModelConfig, load_model_config
+from pipeline.atomic import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -27,15 +26,8 @@ def sidecar_path(checkpoint: str | Path) -> Path:
 
 def atomic_write_bytes(path: Path, write: Any) -> None:
     """Call `write(handle)` on a temp file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-        os.replace(temp_path, path)
-    except BaseException:
-        Path(temp_path).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as out:
+        write(out)
 
 
 def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 from PIL import Image
 
 from data_manifests.store import sha256_file
+from pipeline.atomic import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +81,8 @@ class ResizedImageCache:
         entry = self._entry(key)
         if entry is None:
             return
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_path = tempfile.mkstemp(dir=entry.parent, suffix=".png.tmp")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                Image.fromarray(array).save(out, format="PNG", compress_level=1)
-            os.replace(temp_path, entry)
-        except BaseException:
-            Path(temp_path).unlink(missing_ok=True)
-            raise
+        with atomic_output(entry) as out:
+            Image.fromarray(array).save(out, format="PNG", compress_level=1)
 
     def load(self, path: str | Path, key: str | None = None, expected_sha256: str | None = None) -> np.ndarray:
         """Resized uint8 image for `path`, filling the cache on a miss (checking the sha256 if given)."""

@@ -31,15 +31,21 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from keepfit.augment import AugmentConfig, augment_batch
-from keepfit.checkpoint import atomic_write_bytes, atomic_write_json, load_state_dict_strict, read_sidecar, save_checkpoint
+from keepfit.checkpoint import (
+    atomic_write_bytes,
+    atomic_write_json,
+    load_state_dict_strict,
+    read_sidecar,
+    save_checkpoint,
+)
 from keepfit.flair_data import FlairDataset, read_flair_dataframes
 from keepfit.losses import LossConfig
 from keepfit.mmretinal_data import ExpertDataConfig, ExpertDataset, read_expert_manifest
 from keepfit.model import KeepFITModel
 from keepfit.model_config import apply_overrides, load_model_config
 from keepfit.objective import PretrainingObjective
-from keepfit.pretrain_data import ExpertBatchSampler, ShardedEpochBatchSampler, TokenizingCollate, hash_seed
 from keepfit.preprocess import ResizedImageCache
+from keepfit.pretrain_data import ExpertBatchSampler, ShardedEpochBatchSampler, TokenizingCollate, hash_seed
 from keepfit.prompts import BANNED_PRETRAINING_CATEGORIES, PRETRAIN_TEMPLATE, load_domain_knowledge
 from keepfit.version import code_version
 

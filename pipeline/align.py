@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 
+from pipeline.atomic import write_atomic
 from pipeline.caption_parse import ParsedCaption, parse_caption
 from pipeline.clean import canonical_caption
 from pipeline.layout import union_bbox
@@ -359,9 +360,7 @@ def _store_crop(
     sha = hashlib.sha256(png).hexdigest()
     path = extraction_dir / "images" / f"{sha}.png"
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(png)
-        tmp.replace(path)
+        write_atomic(path, png)
     rx0, ry0, rx1, ry1 = region.bbox
     sx = (rx1 - rx0) / image.shape[1]
     sy = (ry1 - ry0) / image.shape[0]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from pipeline import __version__, code_version
 from pipeline.align import AlignmentReport, AlignOptions, align_document
+from pipeline.atomic import write_atomic
 from pipeline.extract import (
     ExtractionError,
     ExtractOptions,
@@ -148,7 +148,7 @@ def process_pdf(pdf_path: Path, options: BuildOptions) -> BookResult:
         result.pairs = classify_pairs(pairs, options.modality)
         result.seconds["modality"] = round(time.perf_counter() - started, 3)
         log.info("%s: step 3 modality: %s", pdf_path.name, dict(Counter(p.modality for p in pairs)))
-        _write_json(book_dir / PAIRS_FILE, result.model_dump_json(indent=1))
+        write_atomic(book_dir / PAIRS_FILE, result.model_dump_json(indent=1))
     except ExtractionError as exc:
         result.status, result.error = Status.failed, str(exc)
         log.error("%s: %s", pdf_path, exc)
@@ -169,13 +169,6 @@ def _load_cached(book_dir: Path, key: str) -> BookResult | None:
     if cached.cache_key != key or not all(Path(p.image_file).exists() for p in cached.pairs):
         return None
     return cached
-
-
-def _write_json(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------- builds
@@ -225,8 +218,8 @@ def record_build(books: list[BookResult], options: BuildOptions) -> BuildRecord:
     store = ReviewStore(options.review_db)
     pdf_roots = sorted({str(Path(b.pdf).resolve().parent) for b in books})
     store.register_build(record.build_id, options.dataset, record.pairs, source={"pdf_roots": pdf_roots})
-    _write_json(options.work_dir / "builds" / f"{record.build_id}.json", record.model_dump_json(indent=1))
-    _write_json(options.work_dir / "builds" / "latest", record.build_id)
+    write_atomic(options.work_dir / "builds" / f"{record.build_id}.json", record.model_dump_json(indent=1))
+    write_atomic(options.work_dir / "builds" / "latest", record.build_id)
     return record
 
 

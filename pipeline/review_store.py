@@ -18,17 +18,18 @@ import contextlib
 import csv
 import datetime as dt
 import hashlib
+import io
 import json
 import logging
 import os
 import sqlite3
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
+from pipeline.atomic import write_atomic
 from pipeline.records import CaptionChoice, Modality, Pair, ReviewStatus
 
 logger = logging.getLogger(__name__)
@@ -654,19 +655,11 @@ class ReviewStore:
                     "modality": res.modality or pair.modality,
                     "reviewer": res.reviewer or "",
                 })
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=self.CSV_COLUMNS)
-                writer.writeheader()
-                writer.writerows(rows)
-            os.replace(tmp_name, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)
-            raise
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=self.CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(path, buffer.getvalue())
         return len(rows)
 
     def import_csv(

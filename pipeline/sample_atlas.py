@@ -39,9 +39,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -53,6 +51,7 @@ import yaml
 from pydantic import BaseModel, Field, field_validator
 
 from pipeline import synthetic_images
+from pipeline.atomic import write_atomic
 from pipeline.records import BBox, Modality
 
 logger = logging.getLogger(__name__)
@@ -804,22 +803,7 @@ def _save_pdf(doc: pymupdf.Document, path: Path) -> None:
     doc.set_metadata(_FIXED_METADATA)
     doc.subset_fonts()
     data = doc.tobytes(garbage=3, deflate=True, no_new_id=True)
-    _write_atomic(path, data)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_name, 0o666 & ~umask)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)
 
 
 def _write_book(
@@ -866,7 +850,7 @@ def generate_sample_atlas(out_dir: Path, seed: int = 0, books: Sequence[str] | N
         logger.info("wrote %s: %d pages, %d figures, %d panels", pdf_path, doc.page_count, figure_count, len(truth))
     truth_path = out_dir / "truth.jsonl"
     lines = "".join(row.model_dump_json() + "\n" for row in all_truth)
-    _write_atomic(truth_path, lines.encode("utf-8"))
+    write_atomic(truth_path, lines.encode("utf-8"))
     return SampleAtlas(out_dir=out_dir, pdfs=[s.pdf for s in summaries], truth_path=truth_path, books=summaries)
 
 

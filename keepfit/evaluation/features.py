@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from keepfit.evaluation.datasets import LabeledImageSet, load_rgb_image
 from keepfit.evaluation.protocols import ImageTextEncoder
+from pipeline.atomic import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -188,22 +187,15 @@ class FeatureCache:
         path = self.path_for(features.key)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                np.savez(
-                    out,
-                    raw=features.raw,
-                    projected=features.projected,
-                    valid=features.valid,
-                    error_index=np.asarray(list(features.errors), dtype=np.int64),
-                    error_text=np.asarray(list(features.errors.values()), dtype=str),
-                )
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        with atomic_output(path) as out:
+            np.savez(
+                out,
+                raw=features.raw,
+                projected=features.projected,
+                valid=features.valid,
+                error_index=np.asarray(list(features.errors), dtype=np.int64),
+                error_text=np.asarray(list(features.errors.values()), dtype=str),
+            )
 
     def get_or_compute(
         self,

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from keepfit.evaluation.runner import EvaluationResult
+from pipeline.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -22,16 +21,8 @@ METRIC_TITLES = {"aca": "ACA", "accuracy": "Acc", "f1_macro": "F1 (macro)", "auc
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temp_path = Path(temp_name)
-    try:
+    with atomic_path(path) as temp_path:
         write(temp_path)
-        os.replace(temp_path, path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
     return path
 
 
