@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from pipeline.atomic import write_atomic
 from pipeline.caption_parse import ParsedCaption, parse_caption
 from pipeline.clean import canonical_caption
 from pipeline.layout import union_bbox
-from pipeline.panels import split_panels
+from pipeline.panels import read_panel_label, split_panels
 from pipeline.records import BBox, CaptionCandidate, CaptionChoice, DocumentExtraction, FigureRegion, PageRecord, Pair
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ class AlignOptions(BaseModel):
     distance_decay: float = Field(90.0, description="Beyond near_distance the geometry score decays over this many points.")
     next_page_top: float = Field(0.3, description="A caption in this top fraction of a page may belong to the previous page's figure.")
     max_alternatives: int = Field(8, description="Other candidate captions kept per pair for the reviewer.")
+    read_panel_labels: bool = Field(
+        True, description="Read the letters printed on grid-layout panels (OCR) to order them; else reading order."
+    )
 
 
 @dataclass
@@ -229,11 +233,23 @@ class AlignmentReport(BaseModel):
     figures_without_caption: int = 0
 
 
+LabelReader = Callable[[np.ndarray], "tuple[str, float] | None"]
+
+
 def align_document(
-    extraction: DocumentExtraction, extraction_dir: Path, options: AlignOptions | None = None
+    extraction: DocumentExtraction,
+    extraction_dir: Path,
+    options: AlignOptions | None = None,
+    read_line: LabelReader | None = None,
 ) -> tuple[list[Pair], AlignmentReport]:
-    """Pairs for every panel of every captioned figure in one extracted PDF."""
+    """Pairs for every panel of every captioned figure in one extracted PDF.
+
+    `read_line` (an OCR engine's single-line recogniser) reads printed panel letters; by
+    default the bundled OCR engine is loaded the first time a grid of panels needs it.
+    """
     options = options or AlignOptions()
+    if read_line is None and options.read_panel_labels:
+        read_line = _default_label_reader()
     figures, unmatched, orphans = match_figures(extraction.pages, options)
     figures.sort(key=lambda f: (f.cluster.page, f.cluster.bbox[1], f.cluster.bbox[0]))
     report = AlignmentReport(
@@ -252,7 +268,7 @@ def align_document(
         continuity_ok = previous_id is None or number >= previous_id
         previous_id = number
         figure_pairs = _figure_pairs(
-            figure, extraction, extraction_dir, page_by_no[figure.cluster.page], continuity_ok, options
+            figure, extraction, extraction_dir, page_by_no[figure.cluster.page], continuity_ok, options, read_line
         )
         for pair in figure_pairs:
             count = seen_ids.get(pair.pair_id, 0)
@@ -276,12 +292,18 @@ def _figure_pairs(
     page: PageRecord,
     continuity_ok: bool,
     options: AlignOptions,
+    read_line: LabelReader | None,
 ) -> list[Pair]:
     group = figure.group
     letters = group.letters
     reasons = [f"{figure.placement} (geometry {figure.geometry:.2f})"]
     factor = 1.0
     panels = _panels(figure.cluster, letters, extraction_dir)
+    if read_line is not None and len(panels) == len(letters) > 2 and _is_grid([bbox for bbox, _, _ in panels]):
+        by_label = _order_by_labels(panels, letters, read_line)
+        if by_label is not None:
+            panels = by_label
+            reasons.append("grid panels ordered by their printed letters")
     stitched = len(figure.cluster.regions) == 1 and len(panels) > 1
     if len(letters) > 1 and len(panels) != len(letters):
         factor *= 0.5
@@ -336,6 +358,50 @@ def _figure_pairs(
             )
         )
     return pairs
+
+
+def _default_label_reader() -> LabelReader:
+    """The bundled OCR engine's line recogniser, loaded only when first called."""
+    engine = []
+
+    def read(image: np.ndarray):
+        if not engine:
+            from pipeline.ocr import create_ocr_engine
+
+            engine.append(create_ocr_engine())
+        return engine[0].recognise_line(image)
+
+    return read
+
+
+def _is_grid(boxes: list[BBox]) -> bool:
+    """More than one row and more than one column: reading order alone may not match the letters."""
+    def distinct(values: list[float], tolerance: float) -> int:
+        values = sorted(values)
+        return 1 + sum(1 for a, b in zip(values, values[1:]) if b - a > tolerance)
+
+    heights = min(b[3] - b[1] for b in boxes)
+    widths = min(b[2] - b[0] for b in boxes)
+    rows = distinct([(b[1] + b[3]) / 2 for b in boxes], 0.4 * heights)
+    cols = distinct([(b[0] + b[2]) / 2 for b in boxes], 0.4 * widths)
+    return rows > 1 and cols > 1
+
+
+def _order_by_labels(
+    panels: list[tuple[BBox, str, str]], letters: list[str], read_line: LabelReader
+) -> list[tuple[BBox, str, str]] | None:
+    """Panels sorted by the letter printed on each, when every panel shows a distinct caption letter."""
+    labels = []
+    for _, _, image_file in panels:
+        image = cv2.imread(image_file, cv2.IMREAD_COLOR)
+        label = read_panel_label(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), read_line) if image is not None else None
+        if label is None:
+            return None
+        labels.append(label)
+    if sorted(labels) != sorted(letters):
+        return None
+    order = sorted(range(len(panels)), key=lambda i: letters.index(labels[i]))
+    return [panels[i] for i in order]
 
 
 def _panels(cluster: Cluster, letters: list[str], extraction_dir: Path) -> list[tuple[BBox, str, str]]:

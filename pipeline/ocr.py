@@ -48,6 +48,9 @@ class OcrEngine(Protocol):
     def recognise(self, image: np.ndarray) -> list[OcrLine]:
         """Recognise text lines in an RGB uint8 image."""
 
+    def recognise_line(self, image: np.ndarray) -> tuple[str, float] | None:
+        """Read an image that holds one short line of text (no detection); None if unsupported."""
+
 
 def _axis_aligned(points) -> tuple[float, float, float, float]:
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
@@ -82,6 +85,12 @@ class RapidOcrEngine:
             if score >= self.options.min_confidence and text.strip()
         ]
 
+    def recognise_line(self, image: np.ndarray) -> tuple[str, float] | None:
+        result = self._engine(image, use_det=False, use_cls=False, use_rec=True)
+        if not result.txts:
+            return None
+        return result.txts[0], float(result.scores[0])
+
 
 class PaddleOcrEngine:
     """PaddleOCR 3 pipeline pointed at local PP-OCR model directories."""
@@ -115,6 +124,9 @@ class PaddleOcrEngine:
                 if score >= self.options.min_confidence and text.strip():
                     lines.append(OcrLine(text=text, box=_axis_aligned(poly), confidence=float(score)))
         return lines
+
+    def recognise_line(self, image: np.ndarray) -> tuple[str, float] | None:
+        return None  # PaddleOCR's pipeline always detects first; labels then fall back to reading order
 
 
 @functools.lru_cache(maxsize=4)

@@ -161,3 +161,46 @@ def _trim(gray: np.ndarray, box: PixelBox) -> PixelBox:
     rows = _uniform_lines(crop, 1, 0.995)
     cols = _uniform_lines(crop, 0, 0.995)
     return (x0 + leading(cols), y0 + leading(rows), x1 - leading(cols[::-1]), y1 - leading(rows[::-1]))
+
+
+def label_candidates(image: np.ndarray) -> list[np.ndarray]:
+    """Tight crops of the mark in a panel's top-left corner that may be its printed letter:
+    near-white (or near-black) blobs of letter size, as dark text on white for recognition."""
+    height, width = image.shape[:2]
+    corner = image[: max(24, height // 4), : max(24, width // 4)]
+    gray = cv2.cvtColor(corner, cv2.COLOR_RGB2GRAY) if corner.ndim == 3 else corner
+    crops = []
+    for mask, invert in ((gray >= 235, True), (gray <= 20, False)):
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        blobs = [
+            stats[i]
+            for i in range(1, count)
+            if 6 <= stats[i][3] <= 0.8 * gray.shape[0] and stats[i][2] <= 0.8 * gray.shape[1] and stats[i][4] >= 15
+        ]
+        if not blobs:
+            continue
+        x, y, w, h, _ = max(blobs, key=lambda s: s[4])
+        margin = max(2, h // 4)
+        crop = gray[max(0, y - margin) : y + h + margin, max(0, x - margin) : x + w + margin]
+        crop = 255 - crop if invert else crop
+        crop = cv2.copyMakeBorder(crop, 8, 8, 8, 8, cv2.BORDER_CONSTANT, value=255)
+        crops.append(cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB))
+    return crops
+
+
+def read_panel_label(image: np.ndarray, read_line, letters: str = "ABCDEFGHIJ", min_score: float = 0.5) -> str | None:
+    """The panel letter printed in the image's top-left corner, or None.
+
+    `read_line(crop) -> (text, score) | None` is an OCR engine's single-line recogniser. The
+    bar is low (a lone "C" reads as "c" at ~0.55) because the caller only trusts labels that
+    spell exactly the caption's letters.
+    """
+    for crop in label_candidates(image):
+        result = read_line(crop)
+        if result is None:
+            continue
+        text, score = result
+        text = text.strip().strip(".()").upper()
+        if len(text) == 1 and text in letters and score >= min_score:
+            return text
+    return None
