@@ -22,7 +22,8 @@ import pymupdf
 
 from pipeline.extract import ExtractOptions, extract_pdf
 from pipeline.ocr import create_ocr_engine
-from pipeline.sample_atlas import generate_long_book, generate_sample_atlas
+from pipeline.sample_atlas import generate_long_book, generate_sample_atlas, read_truth
+from pipeline.scoring import extraction_recall
 
 
 def bare_pymupdf_pass(pdf: Path) -> int:
@@ -85,7 +86,7 @@ def main() -> None:
         pages = bare_pymupdf_pass(book.path)
         bare_s = time.perf_counter() - started
         started = time.perf_counter()
-        extract_pdf(book.path, tmp / "out-long", ExtractOptions())
+        long_extraction = extract_pdf(book.path, tmp / "out-long", ExtractOptions())
         ours_s = time.perf_counter() - started
         print(f"born-digital: step 1 {pages / ours_s:.1f} pages/s, bare PyMuPDF {pages / bare_s:.1f} pages/s "
               f"({pages} pages); step 1 takes {ours_s / bare_s:.2f}x the bare pass")
@@ -99,10 +100,16 @@ def main() -> None:
             engine.recognise(image)
         bare_ocr = (time.perf_counter() - started) / len(images)
         started = time.perf_counter()
-        extract_pdf(scanned, tmp / "out-scanned")
+        scanned_extraction = extract_pdf(scanned, tmp / "out-scanned")
         ours_ocr = (time.perf_counter() - started) / len(images)
         print(f"scanned: step 1 {ours_ocr:.2f} s/page, bare OCR engine {bare_ocr:.2f} s/page "
               f"({len(images)} pages); ratio {ours_ocr / bare_ocr:.2f}x")
+
+        born = extraction_recall(book.truth, [long_extraction])
+        scan = extraction_recall(read_truth(atlas.truth_path), [scanned_extraction])
+        print(f"figure-region recall: born-digital {born['recall']['all']} ({born['panels']['all']} panels), "
+              f"scanned {scan['recall']['scanned']} ({scan['panels']['scanned']} panels); "
+              f"caption ids missing: {len(born['caption_ids_missing']) + len(scan['caption_ids_missing'])}")
 
         queue = multiprocessing.get_context("spawn").Queue()
         child = multiprocessing.get_context("spawn").Process(

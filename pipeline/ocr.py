@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from importlib import metadata
 from pathlib import Path
 from typing import Literal, Protocol
@@ -73,10 +74,14 @@ class RapidOcrEngine:
         if options.threads:
             params["EngineConfig.onnxruntime.intra_op_num_threads"] = options.threads
         self._engine = RapidOCR(params=params)
+        # RapidOCR keeps the last call's use_det/use_cls/use_rec as its state: every call names
+        # them, under a lock, so full-page OCR and label reading can share one engine across threads.
+        self._lock = threading.Lock()
         self.name = f"rapidocr {metadata.version('rapidocr')} (PP-OCR onnx)"
 
     def recognise(self, image: np.ndarray) -> list[OcrLine]:
-        result = self._engine(image)
+        with self._lock:
+            result = self._engine(image, use_det=True, use_cls=True, use_rec=True)
         if result.boxes is None or result.txts is None:
             return []
         return [
@@ -86,7 +91,8 @@ class RapidOcrEngine:
         ]
 
     def recognise_line(self, image: np.ndarray) -> tuple[str, float] | None:
-        result = self._engine(image, use_det=False, use_cls=False, use_rec=True)
+        with self._lock:
+            result = self._engine(image, use_det=False, use_cls=False, use_rec=True)
         if not result.txts:
             return None
         return result.txts[0], float(result.scores[0])

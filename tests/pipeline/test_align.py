@@ -64,3 +64,15 @@ def test_caption_beside_and_next_page_and_two_books_never_collide(sample_build):
     assert "caption at the top of the next page" in reasons
     ids = [pair.pair_id for pair in record.pairs]
     assert len(ids) == len(set(ids))
+
+
+def test_reading_a_label_leaves_the_shared_ocr_engine_able_to_read_pages():
+    from pipeline.ocr import create_ocr_engine
+
+    engine = create_ocr_engine()
+    letter = np.full((60, 60, 3), 255, np.uint8)
+    cv2.putText(letter, "B", (12, 48), cv2.FONT_HERSHEY_DUPLEX, 1.5, (0, 0, 0), 3)
+    assert engine.recognise_line(letter)[0].upper() == "B"
+    page = np.full((120, 700, 3), 255, np.uint8)
+    cv2.putText(page, "FIGURE 3-12. Macular hole", (10, 70), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (0, 0, 0), 2)
+    assert any("3-12" in line.text for line in engine.recognise(page))

@@ -123,3 +123,18 @@ def test_score_pairs_counts_a_wrong_panel_as_an_error(sample_build, sample_truth
         pair.panel = "Z"
     report = score_pairs(sample_truth, pairs)
     assert report["pairs"]["all"]["precision"] < 1.0
+
+
+def test_cold_builds_in_separate_places_publish_the_same_fingerprint(sample_atlas, tmp_path):
+    from pipeline.build import BuildOptions, run_build
+
+    pdfs = [p for p in sample_atlas.pdfs if p.stem in ("atlas-en", "atlas-zh-only")]
+    fingerprints = []
+    for name in ("first", "second"):
+        options = BuildOptions(
+            work_dir=tmp_path / name / "work", registry_root=tmp_path / name / "registry",
+            translation_home=tmp_path / "argos",
+        )
+        _, published = run_build(pdfs, options)
+        fingerprints.append(published.fingerprint)
+    assert fingerprints[0] == fingerprints[1]
