@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from pipeline.atomic import write_atomic
 from pipeline.caption_parse import ParsedCaption, parse_caption
 from pipeline.clean import canonical_caption
-from pipeline.layout import union_bbox
+from pipeline.layout import column_of, union_bbox
 from pipeline.panels import read_panel_label, split_panels
 from pipeline.records import BBox, CaptionCandidate, CaptionChoice, DocumentExtraction, FigureRegion, PageRecord, Pair
 
@@ -35,6 +35,9 @@ class AlignOptions(BaseModel):
 
     review_threshold: float = Field(0.75, description="Pairs scoring below this go to the review queue.")
     cluster_gap: float = Field(18.0, description="Regions closer than this (points) belong to one figure.")
+    cross_column_gap: float = Field(
+        8.0, description="Regions in different text columns belong to one figure only when closer than this (points)."
+    )
     near_distance: float = Field(40.0, description="Caption within this distance (points) of its figure scores fully.")
     distance_decay: float = Field(90.0, description="Beyond near_distance the geometry score decays over this many points.")
     next_page_top: float = Field(0.3, description="A caption in this top fraction of a page may belong to the previous page's figure.")
@@ -119,10 +122,13 @@ def figure_clusters(page: PageRecord, options: AlignOptions) -> list[Cluster]:
         return i
 
     text_boxes = [b.bbox for b in page.blocks if b.role in ("body", "caption")]
+    columns = [column_of(r.bbox, page.column_bounds) if page.column_bounds else 0 for r in regions]
     for i, a in enumerate(regions):
         for j in range(i + 1, len(regions)):
             b = regions[j]
-            if _close(a.bbox, b.bbox, options.cluster_gap) and not _text_between(a.bbox, b.bbox, text_boxes):
+            across = columns[i] != columns[j] and -1 not in (columns[i], columns[j])
+            gap = options.cross_column_gap if across else options.cluster_gap
+            if _close(a.bbox, b.bbox, gap) and not _text_between(a.bbox, b.bbox, text_boxes):
                 parent[find(i)] = find(j)
     groups: dict[int, list[FigureRegion]] = {}
     for i, region in enumerate(regions):
@@ -141,7 +147,9 @@ def _text_between(a: BBox, b: BBox, text_boxes: list[BBox]) -> bool:
     x0, x1 = sorted((gap[0], gap[2]))
     y0, y1 = sorted((gap[1], gap[3]))
     for t in text_boxes:
-        if _overlap(t[0], t[2], x0, x1) > 1 and _overlap(t[1], t[3], y0, y1) > 1:
+        # mostly inside the gap: a caption whose box grazes a skewed scan's figure box does not count
+        inside = _overlap(t[0], t[2], x0, x1) * _overlap(t[1], t[3], y0, y1)
+        if inside > 0.5 * (t[2] - t[0]) * (t[3] - t[1]):
             return True
     return False
 
@@ -179,11 +187,13 @@ def geometry_score(
         return None
     x_overlap = _overlap(k[0], k[2], c[0], c[2]) / max(1.0, min(k[2] - k[0], c[2] - c[0]))
     y_overlap = _overlap(k[1], k[3], c[1], c[3]) / max(1.0, min(k[3] - k[1], c[3] - c[1]))
-    if c[1] >= k[3] - 4 and x_overlap > 0.3:
+    # boxes from a skewed scan are axis-aligned around rotated corners: they overlap a little
+    slack = 4 + 0.03 * max(k[2] - k[0], k[3] - k[1])
+    if c[1] >= k[3] - slack and x_overlap > 0.3:
         return decay(c[1] - k[3]), "caption below the figure"
-    if c[0] >= k[2] - 4 and y_overlap > 0.5:
+    if c[0] >= k[2] - slack and y_overlap > 0.5:
         return 0.95 * decay(c[0] - k[2]), "caption beside the figure"
-    if c[3] <= k[1] + 4 and x_overlap > 0.3:
+    if c[3] <= k[1] + slack and x_overlap > 0.3:
         return 0.8 * decay(k[1] - c[3]), "caption above the figure"
     return None
 

@@ -21,7 +21,10 @@ _RANGE = rf"{_BEFORE}(?P<r0>[A-J])\s*[-–—~～至·−‐]\s*(?P<r1>[A-J])\s*
 _SINGLE = rf"{_BEFORE}(?P<s>[A-J])\s*[.:、．：](?![\d.．]|[A-Za-z][.．])"
 _PAREN = r"[(（](?P<p>[a-jA-J])[)）]"
 _SIDE = r"(?P<side>左图|右图|上图|下图)[:：]?"
-PANEL_MARKER = re.compile(f"{_RANGE}|{_SINGLE}|{_PAREN}|{_SIDE}")
+# OCR may read the full stop after a label as a comma; between Chinese characters a lone capital
+# letter followed by a comma is still a panel label.
+_OCR_COMMA = r"(?<=[\u4e00-\u9fff])(?P<o>[A-J])[，,](?=[\u4e00-\u9fff])"
+PANEL_MARKER = re.compile(f"{_RANGE}|{_SINGLE}|{_PAREN}|{_SIDE}|{_OCR_COMMA}")
 _SIDE_LETTER = {"左图": "A", "上图": "A", "右图": "B", "下图": "B"}
 
 
@@ -122,4 +125,6 @@ def _marker_letters(marker: re.Match[str]) -> tuple[str, ...]:
         return (marker.group("s"),)
     if marker.group("p"):
         return (marker.group("p").upper(),)
+    if marker.group("o"):
+        return (marker.group("o"),)
     return (_SIDE_LETTER[marker.group("side")],)

@@ -23,7 +23,15 @@ import pymupdf
 from pydantic import BaseModel, Field
 
 from pipeline import __version__
-from pipeline.layout import column_of, detect_columns, find_captions, mark_running_text, reading_order, union_bbox
+from pipeline.layout import (
+    column_of,
+    detect_columns,
+    find_captions,
+    mark_running_text,
+    mostly_cjk,
+    reading_order,
+    union_bbox,
+)
 from pipeline.ocr import OcrEngine, OcrLine, OcrOptions, create_ocr_engine
 from pipeline.records import (
     BBox,
@@ -384,7 +392,14 @@ def _ocr_blocks(lines: list[OcrLine], page_no: int, scale: float, inverse: np.nd
             last = block[-1]
             gap = line.box[1] - last.box[3]
             overlap = min(line.box[2], last.box[2]) - max(line.box[0], last.box[0])
-            if -0.5 * height <= gap <= 0.9 * height and overlap > 0 and abs(line.box[0] - last.box[0]) < 4 * height:
+            last_height = last.box[3] - last.box[1]
+            if (
+                -0.5 * height <= gap <= 0.9 * height
+                and overlap > 0
+                and abs(line.box[0] - last.box[0]) < 4 * height
+                and max(height, last_height) <= 1.3 * min(height, last_height)
+                and mostly_cjk(line.text) == mostly_cjk(last.text)
+            ):
                 target = block
                 break
         if target is None or match_caption_start(line.text):

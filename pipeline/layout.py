@@ -119,11 +119,12 @@ def _continues_caption(previous: TextBlock, candidate: TextBlock, max_gap: float
         return False
     if previous.font_size and candidate.font_size and abs(previous.font_size - candidate.font_size) > 0.6:
         return False
-    if _mostly_cjk(previous.text) != _mostly_cjk(candidate.text):
+    if mostly_cjk(previous.text) != mostly_cjk(candidate.text):
         return False
     return abs(candidate.bbox[0] - previous.bbox[0]) <= 3 * line_height
 
 
-def _mostly_cjk(text: str) -> bool:
+def mostly_cjk(text: str) -> bool:
+    """Chinese rather than English: more CJK ideographs than other letters."""
     letters = [ch for ch in text if ch.isalpha()]
     return sum("\u4e00" <= ch <= "\u9fff" for ch in letters) > len(letters) / 2

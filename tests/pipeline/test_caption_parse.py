@@ -76,3 +76,9 @@ def test_single_panel_caption_keeps_its_description():
     parsed = parse_caption("FIGURE 3-9. Normal fundus. Colour fundus photograph shows a healthy disc.")
     assert parsed.letters == [] and parsed.title == "Normal fundus"
     assert parsed.panel_texts(None) == ["Colour fundus photograph shows a healthy disc."]
+
+
+def test_a_label_whose_full_stop_ocr_read_as_a_comma():
+    parsed = parse_caption("图7-2视盘水肿A，彩色眼底像示视盘充血隆起。B.荧光素眼底血管造影示渗漏。")
+    assert parsed.title == "视盘水肿" and parsed.letters == ["A", "B"]
+    assert parsed.panel_texts("A") == ["彩色眼底像示视盘充血隆起。"]
