@@ -47,7 +47,7 @@ from data_manifests.schema import (
     rows_to_table,
 )
 from data_manifests.store import ImageStore, ImageStoreError, resolve_image_store, sha256_file
-from pipeline.atomic import write_atomic
+from pipeline.files import write_atomic
 from pipeline.records import Pair
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from pipeline.atomic import atomic_output
+from pipeline.files import atomic_output, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -26,15 +26,6 @@ _CHUNK = 1 << 20
 
 class ImageStoreError(Exception):
     """An image could not be stored: missing source, unreadable file or wrong hash."""
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks so large images do not fill memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_image_store(registry_root: Path, image_store: Path | str | None = None) -> Path:

@@ -46,7 +46,8 @@ from pipeline.build import (  # noqa: E402
     publish_build,
     record_build,
 )
-from pipeline.extract import book_id, sha256_file  # noqa: E402
+from pipeline.extract import book_id  # noqa: E402
+from pipeline.files import sha256_file  # noqa: E402
 from pipeline.records import Status  # noqa: E402
 
 PUBLISHED_EVENT = "mmretinal.manifest.published"

@@ -8,7 +8,6 @@ by another reviewer in between turns into a 409 page instead of being overwritte
 from __future__ import annotations
 
 import getpass
-import hashlib
 import hmac
 import logging
 import os
@@ -24,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
-from pipeline.atomic import write_atomic
+from pipeline.files import sha256_file, write_atomic
 from pipeline.records import CaptionChoice, Pair
 from pipeline.review_store import (
     DECISIVE_ACTIONS,
@@ -71,14 +70,6 @@ def _os_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "reviewer"
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class PageGeometry(BaseModel):
@@ -130,7 +121,7 @@ class SourceFiles:
         key = (str(path.resolve()), stat.st_mtime, stat.st_size)
         with self._lock:
             if key not in self._verified:
-                self._verified[key] = _sha256_file(path)
+                self._verified[key] = sha256_file(path)
             return self._verified[key]
 
     def find_image(self, pair: Pair, extra_roots: Sequence[Path] = ()) -> Path | None:

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 
-from pipeline.atomic import write_atomic
 from pipeline.caption_parse import ParsedCaption, parse_caption
 from pipeline.clean import canonical_caption
+from pipeline.files import write_atomic
 from pipeline.layout import column_of, union_bbox
 from pipeline.panels import read_panel_label, split_panels
 from pipeline.records import BBox, CaptionCandidate, CaptionChoice, DocumentExtraction, FigureRegion, PageRecord, Pair

@@ -20,7 +20,6 @@ from pydantic import BaseModel, Field
 
 from pipeline import __version__, code_version
 from pipeline.align import AlignmentReport, AlignOptions, align_document
-from pipeline.atomic import write_atomic
 from pipeline.extract import (
     ExtractionError,
     ExtractOptions,
@@ -28,8 +27,8 @@ from pipeline.extract import (
     extract_pdf,
     load_extraction,
     open_pdf,
-    sha256_file,
 )
+from pipeline.files import sha256_file, write_atomic
 from pipeline.modality import ModalityOptions, classify_modality
 from pipeline.records import Pair, Status
 
@@ -134,7 +133,7 @@ def process_pdf(pdf_path: Path, options: BuildOptions) -> BookResult:
             log.info("%s: unchanged, reusing steps 1-3 (%d pairs)", pdf_path.name, len(cached.pairs))
             return cached.model_copy(update={"cached": True, "pdf": str(pdf_path)})
         started = time.perf_counter()
-        extraction = extract_pdf(pdf_path, options.work_dir / "books", options.extract)
+        extraction = extract_pdf(pdf_path, options.work_dir / "books", options.extract, result.pdf_sha256)
         result.seconds["extract"] = round(time.perf_counter() - started, 3)
         result.pages = len(extraction.pages)
         result.scanned_pages = sum(p.scanned for p in extraction.pages)

@@ -9,12 +9,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from pipeline.clean import normalise_figure_id
+from pipeline.clean import FIGURE_DASH, FIGURE_DIGIT, normalise_figure_id
 
-_DIGIT = r"(?:[0-9]|[lIO](?![A-Za-z]))"
-_DASH = r"[-－—–一‐‑~～]"
-_RUN = rf"{_DIGIT}(?:[ ]?{_DIGIT}){{0,2}}"
-_NUMBER = rf"{_RUN}(?:\s*{_DASH}\s*{_RUN}){{1,2}}"
+_RUN = rf"{FIGURE_DIGIT}(?:[ ]?{FIGURE_DIGIT}){{0,2}}"
+_NUMBER = rf"{_RUN}(?:\s*{FIGURE_DASH}\s*{_RUN}){{1,2}}"
 
 CAPTION_START = re.compile(
     rf"""^\s*(?:

@@ -130,10 +130,11 @@ def load_hyphenated_words(path: Path = HYPHENATED_WORDS_FILE) -> HyphenatedWords
 
 # --- figure numbers ----------------------------------------------------------------------
 
-_DIGIT = r"(?:[0-9]|[lIO|](?![A-Za-z]))"
-_DASH = r"[-－—–一‐‑−ー_·~～]"
-_RUN = rf"(?:{_DIGIT}(?:[ ]{_DIGIT}(?![0-9]))+|{_DIGIT}+)"
-_FIGURE_NUMBER = rf"{_RUN}(?:[ ]?{_DASH}[ ]?{_RUN}|\.(?=[0-9]){_RUN}){{0,3}}"
+# characters of figure numbers as printed or as OCR reads them (shared with caption detection)
+FIGURE_DIGIT = r"(?:[0-9]|[lIO|](?![A-Za-z]))"
+FIGURE_DASH = r"[-－—–一‐‑−ー_·~～]"
+_RUN = rf"(?:{FIGURE_DIGIT}(?:[ ]{FIGURE_DIGIT}(?![0-9]))+|{FIGURE_DIGIT}+)"
+_FIGURE_NUMBER = rf"{_RUN}(?:[ ]?{FIGURE_DASH}[ ]?{_RUN}|\.(?=[0-9]){_RUN}){{0,3}}"
 _EN_LABEL = r"(?:[Ff][Ii][Gg](?:[Uu][Rr][Ee])?[Ss]?)"
 _FIGURE_REF = rf"(?:(?P<label>图|{_EN_LABEL}\s?\.?)\s*(?P<number>{_FIGURE_NUMBER})(?P<panel>[A-Z](?![A-Za-z]))?)"
 
@@ -146,7 +147,7 @@ _OCR_DIGITS = str.maketrans({"l": "1", "I": "1", "O": "0", "|": "1"})
 def normalise_figure_id(raw: str) -> str:
     """'3 - 1 2' / '３－１２' / '3一l2' / '3.12' -> '3-12' (same ids as caption detection)."""
     compact = re.sub(r"\s+", "", normalise_width(raw))
-    parts = re.split(rf"{_DASH}|\.", compact)
+    parts = re.split(rf"{FIGURE_DASH}|\.", compact)
     return "-".join(part.translate(_OCR_DIGITS).lstrip("0") or "0" for part in parts if part)
 
 

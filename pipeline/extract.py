@@ -23,6 +23,7 @@ import pymupdf
 from pydantic import BaseModel, Field
 
 from pipeline import __version__
+from pipeline.files import sha256_file
 from pipeline.layout import (
     column_of,
     detect_columns,
@@ -73,14 +74,6 @@ class ExtractionError(Exception):
 
 
 # ---------------------------------------------------------------------------- sources
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def book_id(path: Path) -> str:
@@ -506,13 +499,18 @@ def options_hash(options: ExtractOptions) -> str:
     return hashlib.sha256(options.model_dump_json().encode()).hexdigest()[:16]
 
 
-def extract_pdf(pdf_path: Path, out_dir: Path, options: ExtractOptions | None = None) -> DocumentExtraction:
-    """Extract one PDF into `<out_dir>/<book>/`; raises ExtractionError for unusable inputs."""
+def extract_pdf(
+    pdf_path: Path, out_dir: Path, options: ExtractOptions | None = None, pdf_sha256: str | None = None
+) -> DocumentExtraction:
+    """Extract one PDF into `<out_dir>/<book>/`; raises ExtractionError for unusable inputs.
+
+    `pdf_sha256`, when the caller has already hashed the file, saves reading it twice.
+    """
     options = options or ExtractOptions()
     pdf_path = Path(pdf_path)
     doc = open_pdf(pdf_path, options)
     source = SourceDocument(
-        path=str(pdf_path), sha256=sha256_file(pdf_path), book=book_id(pdf_path), page_count=doc.page_count
+        path=str(pdf_path), sha256=pdf_sha256 or sha256_file(pdf_path), book=book_id(pdf_path), page_count=doc.page_count
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{source.book}.", suffix=".partial", dir=out_dir))

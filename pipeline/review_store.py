@@ -29,7 +29,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
-from pipeline.atomic import write_atomic
+from pipeline.files import write_atomic
 from pipeline.records import CaptionChoice, Modality, Pair, ReviewStatus
 
 logger = logging.getLogger(__name__)

@@ -51,7 +51,7 @@ import yaml
 from pydantic import BaseModel, Field, field_validator
 
 from pipeline import synthetic_images
-from pipeline.atomic import write_atomic
+from pipeline.files import write_atomic
 from pipeline.records import BBox, Modality
 
 logger = logging.getLogger(__name__)

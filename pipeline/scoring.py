@@ -200,29 +200,8 @@ def score_manifest(truth: Sequence[PanelTruth], registry_root: Path, ref: str) -
 
     loaded = load_manifest(registry_root, ref)
     meta, table = loaded
-    pairs = [
-        Pair(
-            pair_id=row["pair_id"],
-            book=row["book"],
-            source_pdf=row["source_pdf"],
-            source_pdf_sha256=row["source_pdf_sha256"],
-            page=row["page"],
-            bbox=tuple(row["bbox"]),
-            figure_id=row["figure_id"],
-            panel=row["panel"],
-            image_sha256=row["image_sha256"],
-            image_file=row["image_path"],
-            scanned=row["scanned"],
-            stitched=row["stitched"],
-            caption_en=row["caption_en"],
-            caption_zh=row["caption_zh"],
-            modality=row["modality"],
-            modality_confidence=row["modality_confidence"],
-            alignment_score=row["alignment_score"],
-            review_status=row["review_status"],
-        )
-        for row in table.to_pylist()
-    ]
+    # manifest rows carry every Pair field (image_path is the stored copy of image_file)
+    pairs = [Pair.model_validate({**row, "image_file": row["image_path"]}) for row in table.to_pylist()]
     excluded = [e.pair_id for e in meta.excluded.pairs if e.reason == "modality_other"]
     report = score_pairs(truth, pairs, excluded_other=excluded)
     report["version"] = f"{meta.dataset}/{meta.version}"

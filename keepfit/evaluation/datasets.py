@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from keepfit.evaluation.registry import ExperimentSpec
+from pipeline.files import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +79,6 @@ def parse_list_literal(text: object, column: str) -> list[str]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
         raise ValueError(f"{column!r} must be a list of strings: {text[:80]!r}")
     return [item.strip() for item in value]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_flair_dataframe(
@@ -153,7 +146,7 @@ def read_flair_dataframe(
         relative_paths=relative_paths,
         labels=np.asarray(labels, dtype=np.int64),
         csv_path=csv_path,
-        csv_sha256=file_sha256(csv_path),
+        csv_sha256=sha256_file(csv_path),
         skipped=skipped,
     )
 

@@ -22,7 +22,6 @@ from data_manifests.schema import ROW_COLUMNS, config_hash, content_fingerprint
 from data_manifests.store import ImageStore, ImageStoreError, resolve_image_store, sha256_file
 
 
-
 def _leftovers(dataset_dir: Path) -> list[str]:
     return [p.name for p in dataset_dir.iterdir() if p.name.startswith(".tmp")]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+
 @pytest.fixture(autouse=True, scope="session")
 def _single_torch_thread():
     """Tiny models run faster on one intra-op thread than on two contended ones."""

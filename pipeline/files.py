@@ -1,11 +1,13 @@
-"""Atomic file output: write beside the target, then rename into place.
+"""Files: atomic output and content hashes.
 
-Readers never see a half-written file, and a failure leaves no temporary file behind.
+Output is written beside its target and renamed into place, so readers never see a
+half-written file and a failure leaves no temporary file behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -48,3 +50,12 @@ def write_atomic(path: Path | str, data: bytes | str, durable: bool = False) -> 
     """Replace `path` with `data` (text is written as UTF-8) in one step."""
     with atomic_output(path, durable) as out:
         out.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, read in chunks so large files do not fill memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
