@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pymupdf
 
-from pipeline.build import BuildOptions, run_build
+from curation.build import BuildOptions, run_build
 from pipeline.extract import extract_pdf
 from pipeline.ocr import create_ocr_engine
-from pipeline.sample_atlas import generate_sample_atlas
+from testbed.sample_atlas import generate_sample_atlas
 
 
 def pages_of(pdfs: list[Path]) -> int:

@@ -22,8 +22,8 @@ import pymupdf
 
 from pipeline.extract import ExtractOptions, extract_pdf
 from pipeline.ocr import create_ocr_engine
-from pipeline.sample_atlas import generate_long_book, generate_sample_atlas, read_truth
-from pipeline.scoring import extraction_recall
+from testbed.sample_atlas import generate_long_book, generate_sample_atlas, read_truth
+from testbed.scoring import extraction_recall
 
 
 def bare_pymupdf_pass(pdf: Path) -> int:

@@ -3,7 +3,7 @@
 Prints accuracy and a confusion matrix for
   * a labelled folder (default ../shared/realdata next to the repository: subfolders cfp/ ffa/
     oct/ other/), image only, plus leave-one-out accuracy when fitting;
-  * synthetic atlas panels from pipeline.synthetic_images, image only and with captions, after a
+  * synthetic atlas panels from testbed.synthetic_images, image only and with captions, after a
     simulated PDF embedding (downscale + JPEG);
   * the time per 512 px image.
 
@@ -32,7 +32,7 @@ from scipy.optimize import minimize
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline import synthetic_images  # noqa: E402
+from testbed import synthetic_images  # noqa: E402
 from pipeline.modality import (  # noqa: E402
     CLASSES,
     DEFAULT_MODEL_PATH,

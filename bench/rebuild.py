@@ -33,8 +33,8 @@ from prefect import flow  # noqa: E402 - settings come from the environment on i
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from flows.build_flow import PREFECT_RESULTS_DIR, build_dataset, process_pdf_task  # noqa: E402
-from pipeline.build import BuildOptions, process_pdf  # noqa: E402
-from pipeline.sample_atlas import generate_sample_atlas, load_sample_content  # noqa: E402
+from curation.build import BuildOptions, process_pdf  # noqa: E402
+from testbed.sample_atlas import generate_sample_atlas, load_sample_content  # noqa: E402
 
 
 @flow(name="bench-warm-up")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from data_manifests.registry import LoadedManifest, load_manifest
 from data_manifests.store import sha256_file
-from pipeline.files import atomic_output, atomic_path
+from foundation.files import atomic_output, atomic_path
 
 logger = logging.getLogger(__name__)
 

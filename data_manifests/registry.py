@@ -47,8 +47,8 @@ from data_manifests.schema import (
     rows_to_table,
 )
 from data_manifests.store import ImageStore, ImageStoreError, resolve_image_store, sha256_file
-from pipeline.files import write_atomic
-from pipeline.records import Pair
+from foundation.files import write_atomic
+from foundation.records import Pair
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from pipeline.records import Pair
+from foundation.records import Pair
 
 MANIFEST_PARQUET = "manifest.parquet"
 MANIFEST_JSON = "manifest.json"

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from pipeline.files import atomic_output, sha256_file
+from foundation.files import atomic_output, sha256_file
 
 logger = logging.getLogger(__name__)
 

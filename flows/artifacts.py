@@ -17,8 +17,8 @@ from urllib.parse import urlencode
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from pipeline.build import BookResult, BuildRecord, PublishSummary
-from pipeline.records import Pair, Status
+from curation.build import BookResult, BuildRecord, PublishSummary
+from foundation.records import Pair, Status
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Prefect flows `build-dataset` and `publish-manifest`: thin wrappers over pipeline/build.py.
+"""Prefect flows `build-dataset` and `publish-manifest`: thin wrappers over curation/build.py.
 
 `build_dataset` runs steps 1–3 as one task per PDF in parallel (threads by default, processes
 when asked), caches each task's result by PDF sha256 + step config + code version in the work
@@ -35,7 +35,7 @@ from flows.artifacts import (  # noqa: E402
     publish_build_artifacts,
     publish_manifest_artifact,
 )
-from pipeline.build import (  # noqa: E402
+from curation.build import (  # noqa: E402
     BookResult,
     BuildOptions,
     BuildRecord,
@@ -47,8 +47,8 @@ from pipeline.build import (  # noqa: E402
     record_build,
 )
 from pipeline.extract import book_id  # noqa: E402
-from pipeline.files import sha256_file  # noqa: E402
-from pipeline.records import Status  # noqa: E402
+from foundation.files import sha256_file  # noqa: E402
+from foundation.records import Status  # noqa: E402
 
 PUBLISHED_EVENT = "mmretinal.manifest.published"
 DEFAULT_REVIEW_URL = os.environ.get("MMRETINAL_REVIEW_URL", "http://127.0.0.1:8765")
@@ -91,7 +91,7 @@ def pdf_sha256(pdf: Path) -> str:
 
 
 def pdf_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
-    """PDF content + step config + code version (pipeline.build.cache_key) + work directory.
+    """PDF content + step config + code version (curation.build.cache_key) + work directory.
 
     The work directory is part of the key because the cached result points at panel images
     stored there. An unreadable PDF gets no key (no caching); the task reports it.

@@ -22,7 +22,7 @@ def build_options(
     translation_packages: list[Path] | None,
     review_threshold: float | None = None,
 ):
-    from pipeline.build import BuildOptions
+    from curation.build import BuildOptions
 
     options = BuildOptions(
         dataset=dataset,
@@ -121,8 +121,8 @@ def register(app: typer.Typer) -> None:
         registry: Path = typer.Option(Path("data_manifests"), envvar="MMRETINAL_REGISTRY", help="Manifest registry root."),
     ) -> None:
         """Score a published version against a truth file; prints JSON."""
-        from pipeline.sample_atlas import read_truth
-        from pipeline.scoring import score_manifest
+        from testbed.sample_atlas import read_truth
+        from testbed.scoring import score_manifest
 
         typer.echo(json.dumps(score_manifest(read_truth(truth), registry, version), indent=2, ensure_ascii=False))
 
@@ -132,9 +132,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the sample atlas."),
     ) -> None:
         """Generate the sample atlas, build and publish it, and score it against its truth."""
-        from pipeline.build import run_build
-        from pipeline.sample_atlas import generate_sample_atlas, read_truth
-        from pipeline.scoring import score_manifest
+        from curation.build import run_build
+        from testbed.sample_atlas import generate_sample_atlas, read_truth
+        from testbed.scoring import score_manifest
 
         atlas = generate_sample_atlas(out / "atlas", seed=seed)
         typer.echo(f"sample atlas: {len(atlas.pdfs)} PDFs in {atlas.out_dir}")

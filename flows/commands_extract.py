@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         """Step 1: find figure regions, text blocks and candidate captions in atlas PDFs."""
         from pipeline.extract import ExtractOptions, extract_pdfs
         from pipeline.ocr import OcrOptions
-        from pipeline.records import Status
+        from foundation.records import Status
 
         options = ExtractOptions(
             allow_repaired=allow_repaired,

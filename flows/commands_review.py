@@ -52,7 +52,7 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _store(db: Path, must_exist: bool = True):  # noqa: ANN202 - ReviewStore, imported lazily
-    from pipeline.review_store import ReviewStore
+    from curation.review_store import ReviewStore
 
     if must_exist and not db.is_file():
         _fail(f"{db}: no review database there (a build registers its queue first)")

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         book: list[str] = typer.Option(None, "--book", help="Only write this book id (repeatable)."),
     ) -> None:
         """Write small atlas PDFs (bilingual, Chinese-only, English, scanned) plus per-panel truth."""
-        from pipeline.sample_atlas import generate_sample_atlas, summarise
+        from testbed.sample_atlas import generate_sample_atlas, summarise
 
         try:
             atlas = generate_sample_atlas(out_dir, seed=seed, books=book or None)

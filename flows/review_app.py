@@ -23,9 +23,9 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
-from pipeline.files import sha256_file, write_atomic
-from pipeline.records import CaptionChoice, Pair
-from pipeline.review_store import (
+from foundation.files import sha256_file, write_atomic
+from foundation.records import CaptionChoice, Pair
+from curation.review_store import (
     DECISIVE_ACTIONS,
     MODALITIES,
     ItemState,

@@ -11,7 +11,7 @@ import torch
 
 from keepfit.model import KeepFITModel
 from keepfit.model_config import ModelConfig, load_model_config
-from pipeline.files import atomic_output
+from foundation.files import atomic_output
 
 logger = logging.getLogger(__name__)
 

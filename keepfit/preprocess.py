@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from data_manifests.store import sha256_file
-from pipeline.files import atomic_output
+from foundation.files import atomic_output
 
 logger = logging.getLogger(__name__)
 

@@ -86,7 +86,7 @@ def publish_expert_manifest(
 ) -> tuple[Path, str]:
     """Publish synthetic CFP pairs (plus rejected and FFA ones) as a registry version; returns (registry, version)."""
     from data_manifests.registry import publish
-    from pipeline.records import Pair
+    from foundation.records import Pair
 
     root = Path(root)
     panels = root / "panels"

@@ -11,10 +11,13 @@ __version__ = "0.1.0"
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """Release plus a digest of the pipeline's code and data, so caches never outlive a code change."""
+    """Release plus a digest of the steps' code and data and of the shared records they fill, so
+    caches never outlive a change to a step (and only to a step: the build, review store and
+    sample-atlas tools are not part of it)."""
     root = Path(__file__).parent
+    foundation = root.parent / "foundation"
     digest = hashlib.sha256()
-    for path in sorted([*root.glob("*.py"), *(root / "data").glob("*")]):
+    for path in sorted([*root.glob("*.py"), *(root / "data").glob("*"), *foundation.glob("*.py")]):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return f"{__version__}+{digest.hexdigest()[:10]}"

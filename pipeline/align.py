@@ -20,10 +20,10 @@ from pydantic import BaseModel, Field
 
 from pipeline.caption_parse import ParsedCaption, parse_caption
 from pipeline.clean import canonical_caption
-from pipeline.files import write_atomic
+from foundation.files import write_atomic
 from pipeline.layout import column_of, union_bbox
 from pipeline.panels import read_panel_label, split_panels
-from pipeline.records import BBox, CaptionCandidate, CaptionChoice, DocumentExtraction, FigureRegion, PageRecord, Pair
+from foundation.records import BBox, CaptionCandidate, CaptionChoice, DocumentExtraction, FigureRegion, PageRecord, Pair
 
 log = logging.getLogger(__name__)
 

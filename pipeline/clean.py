@@ -525,7 +525,7 @@ def canonical_caption(title: str, panel_text: str | Sequence[str] | None, langua
 
     Each piece is cleaned, loses its figure number or panel label and its trailing `.;,:`/`。；，：`,
     then English pieces are joined with ". " and end with "."; Chinese pieces are joined with
-    "。" and end with "。" (the rule `pipeline.sample_atlas` writes its truth with).
+    "。" and end with "。" (the rule `testbed.sample_atlas` writes its truth with).
     """
     if panel_text is None:
         raw_pieces: list[str] = [title]

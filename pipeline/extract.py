@@ -23,7 +23,7 @@ import pymupdf
 from pydantic import BaseModel, Field
 
 from pipeline import __version__
-from pipeline.files import sha256_file
+from foundation.files import sha256_file
 from pipeline.layout import (
     column_of,
     detect_columns,
@@ -34,7 +34,7 @@ from pipeline.layout import (
     union_bbox,
 )
 from pipeline.ocr import OcrEngine, OcrLine, OcrOptions, create_ocr_engine
-from pipeline.records import (
+from foundation.records import (
     BBox,
     DocumentExtraction,
     FigureRegion,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline.captions import match_caption_start
-from pipeline.records import BBox, CaptionCandidate, TextBlock
+from foundation.records import BBox, CaptionCandidate, TextBlock
 
 
 def union_bbox(boxes: Sequence[BBox]) -> BBox:

@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, Field
 
-from pipeline.records import Modality
+from foundation.records import Modality
 
 logger = logging.getLogger(__name__)
 

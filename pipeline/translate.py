@@ -36,7 +36,7 @@ from pipeline.clean import (
     is_cjk,
     normalise_punctuation,
 )
-from pipeline.records import Pair
+from foundation.records import Pair
 
 logger = logging.getLogger(__name__)
 

@@ -16,14 +16,14 @@ os.environ.setdefault("ARGOS_CHUNK_TYPE", "SPACY")
 @pytest.fixture(scope="session")
 def sample_atlas(tmp_path_factory: pytest.TempPathFactory):
     """The deterministic sample atlas (seed 0): four PDFs and truth.jsonl."""
-    from pipeline.sample_atlas import generate_sample_atlas
+    from testbed.sample_atlas import generate_sample_atlas
 
     return generate_sample_atlas(tmp_path_factory.mktemp("atlas"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def sample_truth(sample_atlas):
-    from pipeline.sample_atlas import read_truth
+    from testbed.sample_atlas import read_truth
 
     return read_truth(sample_atlas.truth_path)
 
@@ -32,7 +32,7 @@ def sample_truth(sample_atlas):
 def sample_build(sample_atlas, tmp_path_factory: pytest.TempPathFactory):
     """`run_build` over the whole sample atlas with no translation package installed:
     (options, build record, published version summary)."""
-    from pipeline.build import BuildOptions, run_build
+    from curation.build import BuildOptions, run_build
 
     root = tmp_path_factory.mktemp("build")
     options = BuildOptions(

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from keepfit.evaluation.registry import ExperimentSpec
-from pipeline.files import sha256_file
+from foundation.files import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from keepfit.evaluation.datasets import LabeledImageSet, load_rgb_image
 from keepfit.evaluation.protocols import ImageTextEncoder
-from pipeline.files import atomic_output
+from foundation.files import atomic_output
 
 logger = logging.getLogger(__name__)
 

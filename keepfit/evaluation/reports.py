@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from keepfit.evaluation.runner import EvaluationResult
-from pipeline.files import atomic_path
+from foundation.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

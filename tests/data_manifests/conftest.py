@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.records import Pair
+from foundation.records import Pair
 
 PairFactory = Callable[..., Pair]
 

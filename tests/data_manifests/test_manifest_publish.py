@@ -248,7 +248,7 @@ def test_concurrent_thread_publishers_get_distinct_versions(make_pair, registry_
 
 
 def _publish_in_process(pair_json: list[str], root: str, config: dict, start, queue) -> None:
-    from pipeline.records import Pair
+    from foundation.records import Pair
 
     pairs = [Pair.model_validate_json(p) for p in pair_json]
     start.wait()

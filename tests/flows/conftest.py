@@ -17,7 +17,7 @@ import pymupdf
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline.records import CaptionChoice, Pair
+from foundation.records import CaptionChoice, Pair
 
 CAPTIONS = [
     ("5-1", "Central retinal vein occlusion with flame haemorrhages.", "视网膜中央静脉阻塞，火焰状出血。"),

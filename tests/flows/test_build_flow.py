@@ -105,8 +105,8 @@ def run_build(pdfs: list[Path], options) -> FlowRun:  # noqa: ANN001 - BuildOpti
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory):
     """Two born-digital sample books, a non-PDF among them, and build options that queue some pairs."""
-    from pipeline.build import BuildOptions
-    from pipeline.sample_atlas import generate_sample_atlas
+    from curation.build import BuildOptions
+    from testbed.sample_atlas import generate_sample_atlas
 
     root = tmp_path_factory.mktemp("flow-build")
     atlas = generate_sample_atlas(root / "atlas", seed=0, books=BOOKS)
@@ -148,7 +148,7 @@ def _artifacts(flow_run_id: str) -> dict[str, object]:
 
 @needs_server
 def test_build_completes_and_reports_the_bad_pdf(first_build: FlowRun, inputs) -> None:
-    from pipeline.records import Status
+    from foundation.records import Status
 
     flow_run = _read(lambda client: client.read_flow_run(first_build.flow_run_id))
     assert flow_run.state.is_completed(), flow_run.state
@@ -236,7 +236,7 @@ def test_publish_emits_event(prefect_server: PrefectServer, first_build: FlowRun
 @needs_server
 def test_rebuild_comes_from_cache_and_keeps_review_decisions(first_build: FlowRun, inputs) -> None:
     from data_manifests import load_manifest
-    from pipeline.review_store import ReviewStore
+    from curation.review_store import ReviewStore
 
     pdfs, options = inputs
     record = first_build.result.record
@@ -284,7 +284,7 @@ def test_only_transient_errors_are_retried(error: BaseException, retried: bool) 
 
 def test_cache_key_follows_pdf_content_config_and_work_dir(tmp_path: Path, review_build) -> None:  # noqa: ANN001
     from flows.build_flow import pdf_cache_key
-    from pipeline.build import BuildOptions
+    from curation.build import BuildOptions
 
     options = BuildOptions(work_dir=tmp_path / "work")
     pdf = review_build.pdf_path
@@ -302,8 +302,8 @@ def test_cache_key_follows_pdf_content_config_and_work_dir(tmp_path: Path, revie
 
 def test_artifact_builders_summarise_and_embed_small_thumbnails(tmp_path: Path, review_build) -> None:  # noqa: ANN001
     from flows.artifacts import BookOutcome, examples_markdown, pick_examples, review_page_url, summary_rows
-    from pipeline.build import BookResult, BuildRecord
-    from pipeline.records import Status
+    from curation.build import BookResult, BuildRecord
+    from foundation.records import Status
 
     pairs = [p.model_copy(update={"image_file": str(review_build.image_dir / p.image_file)}) for p in review_build.pairs]
     pairs[2] = pairs[2].model_copy(update={"review_status": "auto_accepted"})

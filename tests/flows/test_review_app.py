@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from flows import commands_review
 from flows.review_app import create_review_app
-from pipeline.review_store import ReviewStore
+from curation.review_store import ReviewStore
 
 BUILD = "2024-06-01.1"
 

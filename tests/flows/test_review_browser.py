@@ -16,7 +16,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from flows.review_app import create_review_app
-from pipeline.review_store import ReviewStore
+from curation.review_store import ReviewStore
 
 pytestmark = pytest.mark.browser
 

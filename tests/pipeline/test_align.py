@@ -8,7 +8,7 @@ import pymupdf
 
 from pipeline.align import AlignOptions, align_document
 from pipeline.extract import extract_pdf
-from pipeline.synthetic_images import cfp_image, draw_panel_label, ffa_image, oct_image
+from testbed.synthetic_images import cfp_image, draw_panel_label, ffa_image, oct_image
 
 
 def _png(image: np.ndarray) -> bytes:

@@ -252,7 +252,7 @@ def test_canonical_caption_matches_the_sample_atlas_rule_on_its_content() -> Non
     """Same text as the sample atlas truth, also when OCR spaced out the Chinese pieces."""
     import re
 
-    from pipeline import sample_atlas
+    from testbed import sample_atlas
 
     compared = 0
     for book in sample_atlas.load_sample_content():

@@ -8,8 +8,8 @@ import pymupdf
 import pytest
 
 from pipeline.extract import ExtractOptions, extract_pdf, extract_pdfs, load_extraction
-from pipeline.records import Status
-from pipeline.scoring import extraction_recall
+from foundation.records import Status
+from testbed.scoring import extraction_recall
 
 
 def test_regions_cover_truth_panels(sample_extraction, sample_truth):

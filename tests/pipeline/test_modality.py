@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import synthetic_images
+from testbed import synthetic_images
 from pipeline.modality import (
     CLASSES,
     FEATURE_NAMES,
@@ -158,7 +158,7 @@ def test_batch_goes_on_past_a_bad_image():
 def test_greyscale_print_of_a_colour_photograph_follows_its_caption() -> None:
     import cv2
 
-    from pipeline.synthetic_images import cfp_image
+    from testbed.synthetic_images import cfp_image
 
     colour = cfp_image(np.random.default_rng(5), 300)
     grey = cv2.cvtColor(cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)

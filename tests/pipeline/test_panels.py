@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.panels import split_panels
-from pipeline.synthetic_images import cfp_image, ffa_image, oct_image, stitch_panels
+from testbed.synthetic_images import cfp_image, ffa_image, oct_image, stitch_panels
 
 MAKERS = [cfp_image, ffa_image, oct_image]
 

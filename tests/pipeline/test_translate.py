@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.records import Pair
+from foundation.records import Pair
 from pipeline.translate import (
     ArgosTranslator,
     Glossary,

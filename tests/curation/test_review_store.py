@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.records import CaptionChoice, Pair
-from pipeline.review_store import (
+from foundation.records import CaptionChoice, Pair
+from curation.review_store import (
     NothingToUndo,
     ReviewConflict,
     ReviewStore,
@@ -297,7 +297,7 @@ def test_two_threads_deciding_lose_nothing(store: ReviewStore) -> None:
 _REVIEWER_PROCESS = """
 import json, sys, time
 from pathlib import Path
-from pipeline.review_store import ReviewConflict, ReviewStore
+from curation.review_store import ReviewConflict, ReviewStore
 
 db, keys_file, reviewer, start_file = sys.argv[1:5]
 keys = json.loads(Path(keys_file).read_text())

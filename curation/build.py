@@ -28,9 +28,9 @@ from pipeline.extract import (
     load_extraction,
     open_pdf,
 )
-from pipeline.files import sha256_file, write_atomic
+from foundation.files import sha256_file, write_atomic
 from pipeline.modality import ModalityOptions, classify_modality
-from pipeline.records import Pair, Status
+from foundation.records import Pair, Status
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class BuildRecord(BaseModel):
 
 def build_id_for(books: list[BookResult], options: BuildOptions) -> str:
     """Same inputs, config and results give the same build id (and the same review queue)."""
-    from pipeline.review_store import content_key
+    from curation.review_store import content_key
 
     pairs = sorted(content_key(pair) for book in books for pair in book.pairs)
     return "build-" + _hash({"keys": sorted(b.cache_key or b.pdf for b in books), "pairs": pairs, "dataset": options.dataset})[:12]
@@ -205,7 +205,7 @@ def build_id_for(books: list[BookResult], options: BuildOptions) -> str:
 
 def record_build(books: list[BookResult], options: BuildOptions) -> BuildRecord:
     """Save the build and put its uncertain pairs in the review queue."""
-    from pipeline.review_store import ReviewStore
+    from curation.review_store import ReviewStore
 
     record = BuildRecord(
         build_id=build_id_for(books, options),
@@ -256,7 +256,7 @@ class PublishSummary(BaseModel):
 def publish_build(record: BuildRecord, options: BuildOptions) -> PublishSummary:
     """Apply review decisions, translate, and publish the next version of the dataset."""
     from data_manifests import publish
-    from pipeline.review_store import ReviewStore
+    from curation.review_store import ReviewStore
 
     pairs = ReviewStore(options.review_db).apply_decisions(record.pairs)
     pairs = translate_pairs(pairs, options)

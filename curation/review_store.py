@@ -29,8 +29,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
-from pipeline.files import write_atomic
-from pipeline.records import CaptionChoice, Modality, Pair, ReviewStatus
+from foundation.files import write_atomic
+from foundation.records import CaptionChoice, Modality, Pair, ReviewStatus
 
 logger = logging.getLogger(__name__)
 

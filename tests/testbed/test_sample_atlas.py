@@ -14,8 +14,8 @@ import typer
 from typer.testing import CliRunner
 
 from flows import commands_sample
-from pipeline import synthetic_images
-from pipeline.sample_atlas import (
+from testbed import synthetic_images
+from testbed.sample_atlas import (
     PanelTruth,
     SampleAtlas,
     canonical_caption,

@@ -3,7 +3,7 @@
 The books imitate the four kinds of atlas MM-Retinal was built from: a Chinese book with
 bilingual captions, a Chinese-only book with three-level figure numbers, an English book with
 ``FIGURE 3-12.`` captions, and a scanned (image-only) bilingual book. Their content lives in
-``pipeline/data/sample_atlas.yaml``; pixels come from :mod:`pipeline.synthetic_images`.
+``testbed/data/sample_atlas.yaml``; pixels come from :mod:`testbed.synthetic_images`.
 A seed fixes every pixel, every size and every position, so two runs write the same bytes.
 
 ``truth.jsonl`` holds one :class:`PanelTruth` per figure panel (non-retinal panels included,
@@ -50,9 +50,9 @@ import pymupdf
 import yaml
 from pydantic import BaseModel, Field, field_validator
 
-from pipeline import synthetic_images
-from pipeline.files import write_atomic
-from pipeline.records import BBox, Modality
+from testbed import synthetic_images
+from foundation.files import write_atomic
+from foundation.records import BBox, Modality
 
 logger = logging.getLogger(__name__)
 

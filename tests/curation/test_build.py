@@ -8,9 +8,9 @@ import logging
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.build import process_pdf, publish_build, record_build
-from pipeline.review_store import ReviewStore, content_key
-from pipeline.scoring import score_manifest, score_pairs
+from curation.build import process_pdf, publish_build, record_build
+from curation.review_store import ReviewStore, content_key
+from testbed.scoring import score_manifest, score_pairs
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +126,7 @@ def test_score_pairs_counts_a_wrong_panel_as_an_error(sample_build, sample_truth
 
 
 def test_cold_builds_in_separate_places_publish_the_same_fingerprint(sample_atlas, tmp_path):
-    from pipeline.build import BuildOptions, run_build
+    from curation.build import BuildOptions, run_build
 
     pdfs = [p for p in sample_atlas.pdfs if p.stem in ("atlas-en", "atlas-zh-only")]
     fingerprints = []

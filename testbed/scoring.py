@@ -1,7 +1,7 @@
 """Score pipeline output against a truth file (`truth.jsonl` from the sample atlas, or a user's own).
 
 Truth lines carry pdf, page, panel bbox (PDF points), figure id, panel letter, modality and the
-canonical captions; see pipeline.sample_atlas.PanelTruth.
+canonical captions; see testbed.sample_atlas.PanelTruth.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pipeline.clean import normalise_for_match
-from pipeline.records import BBox, DocumentExtraction, Pair
-from pipeline.sample_atlas import PanelTruth
+from foundation.records import BBox, DocumentExtraction, Pair
+from testbed.sample_atlas import PanelTruth
 
 MODALITIES = ["CFP", "FFA", "OCT", "other"]
 

@@ -1,0 +1,1 @@
+"""Ground floor shared by every layer: typed records, content hashes and atomic file output."""
