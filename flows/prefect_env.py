@@ -15,12 +15,12 @@ DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     # Library loggers whose records go to the run logs in the UI (one line per PDF and step).
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline,data_manifests",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline,data_manifests,curation",
     # The pipeline also logs outside flow runs (plain `run_build`, tests): no warning for that.
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 
-PIPELINE_LOGGERS = ("pipeline", "data_manifests")
+PIPELINE_LOGGERS = ("pipeline", "data_manifests", "curation")
 
 
 def apply_defaults() -> None:
