@@ -1,7 +1,12 @@
 """The whole build as plain Python: steps 1–3 per PDF, the review queue, step 4 and publishing.
 
-Per-PDF work (extract, align, classify) is cached in the work directory under a key made of the
-PDF's sha256, the step options and the pipeline version, so an unchanged rebuild reuses it.
+Each PDF becomes one `DocumentRun` that the steps fill in memory: opened, validated and hashed
+once, extracted (step 1, captions parsed there), aligned (step 2), classified (step 3), then
+written once. The one cache is that record: `<work_dir>/documents/<key>/`, keyed by the PDF's
+content + the step options + the steps' code version, so an unchanged rebuild reuses it. The
+cache serves content; the book id and pair ids always come from the input being built, so the
+same bytes under two names are two books.
+
 Review decisions are applied to the printed captions (before translation), so they are keyed by
 what the atlas says, not by what a translation package produced.
 """
@@ -11,42 +16,58 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
-import cv2
 from pydantic import BaseModel, Field
 
+from curation.review_store import ReviewStore, content_key
+from foundation.documents import read_document_run, write_document_run
+from foundation.files import write_atomic
+from foundation.records import REVIEWABLE_REJECTS, DocumentRun, Pair, Status
 from pipeline import __version__, code_version
-from pipeline.align import AlignmentReport, AlignOptions, align_document
-from pipeline.extract import (
-    ExtractionError,
-    ExtractOptions,
-    book_id,
-    extract_pdf,
-    load_extraction,
-    open_pdf,
-)
-from foundation.files import sha256_file, write_atomic
-from pipeline.modality import ModalityOptions, classify_modality
-from foundation.records import Pair, Status
+from pipeline.align import AlignOptions, align_document
+from pipeline.extract import ExtractionError, ExtractOptions, book_id, extract_document, new_run, open_source, render_region
+from pipeline.images import ImageBank
+from pipeline.modality import ModalityOptions, classify_document
+from pipeline.ocr import line_reader
 
 log = logging.getLogger(__name__)
 
-PAIRS_FILE = "pairs.json"
+DOCUMENTS_DIR = "documents"
+
+
+class RunnerOptions(BaseModel):
+    """Where the per-PDF tasks of a build run (an option like any other, not an environment variable)."""
+
+    kind: Literal["threads", "processes", "dask", "ray"] = Field(
+        "threads",
+        description="'threads' (one process), 'processes' (one machine), 'dask' or 'ray' (a cluster).",
+    )
+    workers: int | None = Field(None, ge=1, description="Parallel PDFs (default: per runner).")
+    dask_address: str | None = Field(
+        None, description="Dask scheduler address (tcp://host:8786); default: start a local cluster."
+    )
 
 
 class BuildOptions(BaseModel):
-    """Everything a build depends on; its hash is part of every cache key."""
+    """Everything a build depends on: CLI options, Prefect parameters and `--config` file alike.
+
+    Only the step options (extract, align, modality) are part of the cache key.
+    """
 
     dataset: str = Field("mm-retinal", description="Name of the dataset to publish.")
-    work_dir: Path = Field(Path(".mmretinal"), description="Extraction outputs, per-PDF caches, builds and the review database.")
+    work_dir: Path = Field(Path(".mmretinal"), description="Per-PDF records and images, builds and the review database.")
     registry_root: Path = Field(Path("data_manifests"), description="Manifest registry root (published versions).")
     image_store: Path | None = Field(None, description="Content-addressed image store; default <registry_root>/images.")
     extract: ExtractOptions = Field(default_factory=ExtractOptions, description="Step 1 options.")
     align: AlignOptions = Field(default_factory=AlignOptions, description="Step 2 options.")
     modality: ModalityOptions = Field(default_factory=ModalityOptions, description="Step 3 options.")
+    runner: RunnerOptions = Field(default_factory=RunnerOptions, description="Where the per-PDF tasks run.")
     translation_packages: list[Path] = Field(
         default_factory=list, description=".argosmodel files to install before translating (step 4)."
     )
@@ -70,162 +91,190 @@ class BuildOptions(BaseModel):
     def review_db(self) -> Path:
         return self.work_dir / "review.sqlite"
 
+    @property
+    def documents_dir(self) -> Path:
+        return self.work_dir / DOCUMENTS_DIR
+
 
 def _hash(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def cache_key(pdf_sha256: str, options: BuildOptions) -> str:
-    """Key of one PDF's steps 1–3: input content + step config + code version."""
+    """Key of one PDF's steps 1–3: input content + step config + the steps' code version."""
     return _hash({"pdf": pdf_sha256, "config": options.step_config(), "version": code_version()})[:24]
 
 
-class BookResult(BaseModel):
-    """Steps 1–3 for one PDF."""
-
-    pdf: str
-    book: str | None = None
-    pdf_sha256: str | None = None
-    status: Status = Status.success
-    error: str | None = None
-    cache_key: str | None = None
-    cached: bool = False
-    pages: int = 0
-    scanned_pages: int = 0
-    figures: int = 0
-    pairs: list[Pair] = Field(default_factory=list)
-    alignment: AlignmentReport = Field(default_factory=AlignmentReport)
-    seconds: dict[str, float] = Field(default_factory=dict, description="Wall time per step.")
+# ---------------------------------------------------------------------------- one PDF
 
 
-def classify_pairs(pairs: list[Pair], options: ModalityOptions) -> list[Pair]:
-    """Step 3: modality per panel from its image and its own caption text."""
-    for pair in pairs:
-        image = cv2.imread(pair.image_file, cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"cannot read panel image {pair.image_file}")
-        caption = pair.caption_en or pair.caption_zh
-        result = classify_modality(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), caption, options)
-        pair.modality = result.modality
-        pair.modality_sublabel = result.sublabel
-        pair.modality_confidence = round(result.confidence, 4)
-        pair.reasons.extend(f"modality {reason}" for reason in result.reasons)
-        if result.needs_review and pair.review_status == "auto_accepted":
-            pair.review_status = "queued"
-            pair.reasons.append(f"modality confidence {result.confidence:.2f} is low")
-    return pairs
+def process_document(pdf_path: Path, options: BuildOptions) -> DocumentRun:
+    """Steps 1–3 for one PDF, or its cached record when content, options and code are unchanged.
 
-
-def process_pdf(pdf_path: Path, options: BuildOptions) -> BookResult:
-    """Steps 1–3 for one PDF, reusing the cached result when inputs and config are unchanged.
-
-    Never raises for a bad PDF: the result carries status 'failed' and the reason.
+    Never raises for a bad PDF: the run carries status 'failed' and the reason; a bad page or
+    panel makes it 'partial' and the rest of the book is built.
     """
     pdf_path = Path(pdf_path)
-    result = BookResult(pdf=str(pdf_path), book=book_id(pdf_path))
+    run = new_run(pdf_path)
+    started = time.perf_counter()
     try:
-        open_pdf(pdf_path, options.extract).close()
-        result.pdf_sha256 = sha256_file(pdf_path)
-        result.cache_key = cache_key(result.pdf_sha256, options)
-        book_dir = options.work_dir / "books" / result.book
-        cached = _load_cached(book_dir, result.cache_key)
-        if cached is not None:
-            log.info("%s: unchanged, reusing steps 1-3 (%d pairs)", pdf_path.name, len(cached.pairs))
-            return cached.model_copy(update={"cached": True, "pdf": str(pdf_path)})
-        started = time.perf_counter()
-        extraction = extract_pdf(pdf_path, options.work_dir / "books", options.extract, result.pdf_sha256)
-        result.seconds["extract"] = round(time.perf_counter() - started, 3)
-        result.pages = len(extraction.pages)
-        result.scanned_pages = sum(p.scanned for p in extraction.pages)
-        log.info("%s: step 1 extract: %d pages (%d scanned)", pdf_path.name, result.pages, result.scanned_pages)
-        started = time.perf_counter()
-        pairs, result.alignment = align_document(load_extraction(book_dir), book_dir, options.align)
-        result.seconds["align"] = round(time.perf_counter() - started, 3)
-        result.figures = len({p.figure_id for p in pairs})
-        log.info("%s: step 2 align: %d figures, %d panels", pdf_path.name, result.figures, len(pairs))
-        started = time.perf_counter()
-        result.pairs = classify_pairs(pairs, options.modality)
-        result.seconds["modality"] = round(time.perf_counter() - started, 3)
-        log.info("%s: step 3 modality: %s", pdf_path.name, dict(Counter(p.modality for p in pairs)))
-        write_atomic(book_dir / PAIRS_FILE, result.model_dump_json(indent=1))
+        doc, source = open_source(pdf_path, options.extract)
     except ExtractionError as exc:
-        result.status, result.error = Status.failed, str(exc)
         log.error("%s: %s", pdf_path, exc)
+        return run.fail(str(exc))
     except Exception as exc:  # one broken PDF must not stop the batch
-        result.status, result.error = Status.failed, f"{type(exc).__name__}: {exc}"
-        log.exception("%s: build failed", pdf_path)
-    return result
-
-
-def _load_cached(book_dir: Path, key: str) -> BookResult | None:
-    path = book_dir / PAIRS_FILE
-    if not path.exists():
-        return None
+        log.error("%s: cannot open (%s: %s)", pdf_path, type(exc).__name__, exc)
+        return run.fail(f"cannot open ({type(exc).__name__}: {exc})")
+    run.source = source
+    run.cache_key = cache_key(source.sha256, options)
+    run.seconds["open"] = round(time.perf_counter() - started, 4)
+    final = options.documents_dir / run.cache_key
+    cached = _load_cached(final, pdf_path)
+    if cached is not None:
+        doc.close()
+        log.info("%s: unchanged, reusing steps 1-3 (%d pairs)", pdf_path.name, len(cached.pairs))
+        return cached
+    options.documents_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{run.cache_key}.", suffix=".partial", dir=options.documents_dir))
     try:
-        cached = BookResult.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValueError:
+        _run_steps(doc, run, ImageBank(staging), options)
+    except Exception as exc:  # an unexpected failure must not stop the batch either
+        log.exception("%s: build failed", pdf_path)
+        run.fail(f"{type(exc).__name__}: {exc}")
+    finally:
+        doc.close()
+    if run.failed:
+        shutil.rmtree(staging, ignore_errors=True)
+        return run
+    started = time.perf_counter()
+    write_document_run(run, staging, final)
+    run.seconds["write"] = round(time.perf_counter() - started, 4)
+    return run
+
+
+def _run_steps(doc, run: DocumentRun, bank: ImageBank, options: BuildOptions) -> None:
+    name = Path(run.pdf).name
+    extract_document(doc, run, bank, options.extract)
+    log.info("%s: step 1 extract: %d pages (%d scanned)", name, run.page_count, run.scanned_pages)
+    if run.failed:
+        return
+    read_line = line_reader(options.extract.ocr) if options.align.read_panel_labels else None
+    align_document(
+        run, bank, options.align, read_line=read_line, render=lambda page, bbox: render_region(doc, page, bbox, bank)
+    )
+    log.info("%s: step 2 align: %d figures, %d panels", name, run.figures, len(run.pairs))
+    classify_document(run, bank.pixels, options.modality)
+    log.info("%s: step 3 modality: %s", name, dict(Counter(p.modality for p in run.pairs)))
+    for error in run.errors:
+        log.warning("%s: %s", name, error)
+
+
+def _load_cached(directory: Path, pdf_path: Path) -> DocumentRun | None:
+    try:
+        cached = read_document_run(directory)
+    except (OSError, ValueError):
         return None
-    if cached.cache_key != key or not all(Path(p.image_file).exists() for p in cached.pairs):
+    images = [p.image_file for p in cached.pairs] + [r.proposal.image_file for r in cached.rejects if r.proposal]
+    if not all(Path(image).exists() for image in images):
         return None
+    relabel(cached, pdf_path)
+    cached.cached = True
     return cached
+
+
+def relabel(run: DocumentRun, pdf_path: Path) -> DocumentRun:
+    """Give a cached run the identity of the input being built: its path, book and pair ids."""
+    old, new = run.book, book_id(pdf_path)
+    run.pdf = str(pdf_path)
+    run.book = new
+    if run.source is not None:
+        run.source = run.source.model_copy(update={"path": str(pdf_path), "book": new})
+    pairs = run.pairs + [r.proposal for r in run.rejects if r.proposal is not None]
+    for pair in pairs:
+        pair.book = new
+        pair.source_pdf = pdf_path.name
+        if pair.pair_id.startswith(f"{old}/"):
+            pair.pair_id = new + pair.pair_id[len(old) :]
+    for reject in run.rejects:
+        if reject.pair_id and reject.pair_id.startswith(f"{old}/"):
+            reject.pair_id = new + reject.pair_id[len(old) :]
+    return run
 
 
 # ---------------------------------------------------------------------------- builds
 
 
 class BuildRecord(BaseModel):
-    """What one build processed; publish reads its pairs back from here."""
+    """What one build processed. Saved with each document's outcome only; the documents' pairs
+    stay in their own records and are read back from there (`load_build`)."""
 
     build_id: str
     dataset: str
     created: str
-    books: list[BookResult]
+    documents: list[DocumentRun]
     review_db: str
+    seconds: dict[str, float] = Field(default_factory=dict, description="Wall time of the build-level stages.")
 
     @property
     def pairs(self) -> list[Pair]:
-        return [pair for book in self.books for pair in book.pairs]
+        return [pair for doc in self.documents for pair in doc.pairs]
+
+    @property
+    def proposals(self) -> list[Pair]:
+        """Possible misses a reviewer may turn into pairs."""
+        return [
+            r.proposal for doc in self.documents for r in doc.rejects if r.proposal is not None and r.kind in REVIEWABLE_REJECTS
+        ]
 
     @property
     def input_pdfs(self) -> dict[str, str]:
-        return {Path(b.pdf).name: b.pdf_sha256 for b in self.books if b.pdf_sha256}
+        return {Path(d.pdf).name: d.source.sha256 for d in self.documents if d.source is not None and not d.failed}
 
     @property
-    def failures(self) -> list[BookResult]:
-        return [b for b in self.books if b.status == Status.failed]
+    def failures(self) -> list[DocumentRun]:
+        return [d for d in self.documents if d.failed]
+
+    def summary_json(self) -> str:
+        """The saved form: outcomes without the documents' pages, pairs and rejects."""
+        return self.model_dump_json(indent=1, exclude={"documents": {"__all__": {"pages", "pairs", "rejects"}}})
 
 
-def build_id_for(books: list[BookResult], options: BuildOptions) -> str:
+def build_id_for(documents: list[DocumentRun], options: BuildOptions) -> str:
     """Same inputs, config and results give the same build id (and the same review queue)."""
-    from curation.review_store import content_key
+    keys = sorted(content_key(pair) for doc in documents for pair in doc.pairs)
+    names = sorted(f"{doc.book}:{doc.cache_key or doc.pdf}" for doc in documents)
+    return "build-" + _hash({"keys": names, "pairs": keys, "dataset": options.dataset})[:12]
 
-    pairs = sorted(content_key(pair) for book in books for pair in book.pairs)
-    return "build-" + _hash({"keys": sorted(b.cache_key or b.pdf for b in books), "pairs": pairs, "dataset": options.dataset})[:12]
 
-
-def record_build(books: list[BookResult], options: BuildOptions) -> BuildRecord:
-    """Save the build and put its uncertain pairs in the review queue."""
-    from curation.review_store import ReviewStore
-
+def record_build(documents: list[DocumentRun], options: BuildOptions) -> BuildRecord:
+    """Save the build and put its uncertain pairs and possible misses in the review queue."""
+    started = time.perf_counter()
     record = BuildRecord(
-        build_id=build_id_for(books, options),
+        build_id=build_id_for(documents, options),
         dataset=options.dataset,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        books=books,
+        documents=documents,
         review_db=str(options.review_db),
     )
     store = ReviewStore(options.review_db)
-    pdf_roots = sorted({str(Path(b.pdf).resolve().parent) for b in books})
-    store.register_build(record.build_id, options.dataset, record.pairs, source={"pdf_roots": pdf_roots})
-    write_atomic(options.work_dir / "builds" / f"{record.build_id}.json", record.model_dump_json(indent=1))
+    pdf_roots = sorted({str(Path(d.pdf).resolve().parent) for d in documents})
+    store.register_build(record.build_id, options.dataset, record.pairs + record.proposals, source={"pdf_roots": pdf_roots})
+    write_atomic(options.work_dir / "builds" / f"{record.build_id}.json", record.summary_json())
     write_atomic(options.work_dir / "builds" / "latest", record.build_id)
+    record.seconds["record"] = round(time.perf_counter() - started, 4)
     return record
 
 
 def load_build(work_dir: Path, build_id: str | None = None) -> BuildRecord:
-    builds = work_dir / "builds"
+    """A saved build with each document's record read back from its directory."""
+    builds = Path(work_dir) / "builds"
     build_id = build_id or (builds / "latest").read_text(encoding="utf-8").strip()
-    return BuildRecord.model_validate_json((builds / f"{build_id}.json").read_text(encoding="utf-8"))
+    record = BuildRecord.model_validate_json((builds / f"{build_id}.json").read_text(encoding="utf-8"))
+    record.documents = [
+        relabel(read_document_run(Path(d.directory)), Path(d.pdf)) if d.directory and not d.failed else d
+        for d in record.documents
+    ]
+    return record
 
 
 def translate_pairs(pairs: list[Pair], options: BuildOptions) -> list[Pair]:
@@ -251,15 +300,39 @@ class PublishSummary(BaseModel):
     n_pairs: int
     counts: dict[str, dict[str, int]]
     fingerprint: str
+    seconds: dict[str, float] = Field(default_factory=dict, description="Wall time of review, translation and publishing.")
+
+
+def reviewed_pairs(record: BuildRecord, options: BuildOptions) -> list[Pair]:
+    """The build's pairs with reviewers' decisions applied, plus the possible misses a reviewer
+    turned into pairs (with a caption); dismissed and undecided possible misses stay out."""
+    store = ReviewStore(options.review_db)
+    pairs = store.apply_decisions(record.pairs)
+    taken = {pair.pair_id for pair in pairs}
+    for proposal in store.apply_decisions(record.proposals):
+        if proposal.review_status not in ("accepted", "edited") or not (proposal.caption_en or proposal.caption_zh):
+            continue
+        pair_id, count = proposal.pair_id, 1
+        while pair_id in taken:
+            count += 1
+            pair_id = f"{proposal.pair_id}#{count}"
+        taken.add(pair_id)
+        pairs.append(proposal.model_copy(update={"pair_id": pair_id}))
+    return pairs
 
 
 def publish_build(record: BuildRecord, options: BuildOptions) -> PublishSummary:
     """Apply review decisions, translate, and publish the next version of the dataset."""
     from data_manifests import publish
-    from curation.review_store import ReviewStore
 
-    pairs = ReviewStore(options.review_db).apply_decisions(record.pairs)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    pairs = reviewed_pairs(record, options)
+    seconds["review"] = round(time.perf_counter() - started, 4)
+    started = time.perf_counter()
     pairs = translate_pairs(pairs, options)
+    seconds["translate"] = round(time.perf_counter() - started, 4)
+    started = time.perf_counter()
     published = publish(
         pairs,
         options.dataset,
@@ -270,6 +343,7 @@ def publish_build(record: BuildRecord, options: BuildOptions) -> PublishSummary:
         image_store=options.image_store,
         if_changed=True,
     )
+    seconds["publish"] = round(time.perf_counter() - started, 4)
     meta = published.meta
     return PublishSummary(
         ref=published.ref,
@@ -278,14 +352,39 @@ def publish_build(record: BuildRecord, options: BuildOptions) -> PublishSummary:
         n_pairs=meta.n_pairs,
         counts=meta.counts.model_dump(),
         fingerprint=meta.content_fingerprint,
+        seconds=seconds,
     )
 
 
 def run_build(pdfs: list[Path], options: BuildOptions) -> tuple[BuildRecord, PublishSummary | None]:
     """The whole build without an orchestrator: steps 1–3 per PDF, queue, step 4, publish."""
-    books = [process_pdf(pdf, options) for pdf in pdfs]
-    record = record_build(books, options)
+    documents = [process_document(pdf, options) for pdf in pdfs]
+    record = record_build(documents, options)
     if not record.pairs:
         log.error("no pairs found in any input; nothing to publish")
         return record, None
     return record, publish_build(record, options)
+
+
+def step_seconds(documents: list[DocumentRun]) -> dict[str, float]:
+    """Total wall time per step over a build's documents (cached documents count nothing)."""
+    totals: Counter[str] = Counter()
+    for doc in documents:
+        if not doc.cached:
+            totals.update(doc.seconds)
+    return {step: round(value, 3) for step, value in totals.items()}
+
+
+__all__ = [
+    "BuildOptions",
+    "BuildRecord",
+    "PublishSummary",
+    "RunnerOptions",
+    "Status",
+    "cache_key",
+    "load_build",
+    "process_document",
+    "publish_build",
+    "record_build",
+    "run_build",
+]

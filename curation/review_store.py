@@ -815,6 +815,11 @@ def _apply_resolution(pair: Pair, resolution: Resolution) -> Pair:
         ):
             panel = f" panel {resolution.chosen.panel}" if resolution.chosen.panel else ""
             update["reasons"].append(f"review: caption of figure {resolution.chosen.figure_id}{panel} chosen")
+            if pair.possible_miss:
+                # a possible miss takes the identity of the caption the reviewer chose for it
+                chosen = resolution.chosen
+                update["figure_id"], update["panel"] = chosen.figure_id, chosen.panel
+                update["pair_id"] = f"{pair.book}/{chosen.figure_id}/{chosen.panel or '-'}"
         else:
             update["reasons"].append("review: caption edited")
     if resolution.modality is not None:

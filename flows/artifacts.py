@@ -15,10 +15,9 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from PIL import Image
-from pydantic import BaseModel, Field
 
-from curation.build import BookResult, BuildRecord, PublishSummary
-from foundation.records import Pair, Status
+from curation.build import BuildRecord, PublishSummary
+from foundation.records import DocumentRun, Pair
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +25,6 @@ MODALITY_COLUMNS = ("CFP", "FFA", "OCT", "other")
 THUMBNAIL_PIXELS = 96
 EXAMPLE_PAIRS = 6
 CAPTION_CHARS = 140
-
-
-class BookOutcome(BaseModel):
-    """One PDF's steps 1–3 as the flow saw it: the result and where it came from."""
-
-    result: BookResult = Field(description="Steps 1–3 result (status 'failed' with the reason for a bad PDF).")
-    from_prefect_cache: bool = Field(False, description="Served from Prefect's task cache without running.")
-    task_state: str = Field("Completed", description="Final state name of the task run.")
 
 
 def artifact_key(dataset: str, kind: str) -> str:
@@ -46,65 +37,61 @@ def review_page_url(base_url: str, build_id: str) -> str:
     return f"{base_url.rstrip('/')}/queue?{urlencode({'build': build_id})}"
 
 
-def summary_rows(outcomes: list[BookOutcome]) -> list[dict[str, object]]:
-    """One row per PDF and a total row: pages, figures, pairs by modality, review split, failures."""
+def summary_rows(documents: list[DocumentRun]) -> list[dict[str, object]]:
+    """One row per PDF and a total row: pages, figures, pairs by modality, review split,
+    possible misses, failures."""
     rows: list[dict[str, object]] = []
     totals: Counter[str] = Counter()
-    for outcome in outcomes:
-        book = outcome.result
-        modality = Counter(pair.modality for pair in book.pairs)
-        queued = sum(pair.review_status == "queued" for pair in book.pairs)
+    counted = ("pages", "scanned pages", "figures", "pairs", *MODALITY_COLUMNS, "auto-accepted", "queued", "possible misses")
+    for doc in documents:
+        modality = Counter(pair.modality for pair in doc.pairs)
+        queued = sum(pair.review_status == "queued" for pair in doc.pairs)
         row: dict[str, object] = {
-            "book": book.book or Path(book.pdf).name,
-            "pdf": Path(book.pdf).name,
-            "status": book.status.value,
-            "pages": book.pages,
-            "scanned pages": book.scanned_pages,
-            "figures": book.figures,
-            "pairs": len(book.pairs),
+            "book": doc.book,
+            "pdf": Path(doc.pdf).name,
+            "status": doc.status.value,
+            "pages": doc.page_count,
+            "scanned pages": doc.scanned_pages,
+            "figures": doc.figures,
+            "pairs": len(doc.pairs),
             **{modality_name: modality.get(modality_name, 0) for modality_name in MODALITY_COLUMNS},
-            "auto-accepted": len(book.pairs) - queued,
+            "auto-accepted": len(doc.pairs) - queued,
             "queued": queued,
-            "cache": _cache_label(outcome),
-            "failure": book.error or "",
+            "possible misses": sum(r.proposal is not None for r in doc.rejects),
+            "cache": "reused" if doc.cached else "computed",
+            "failure": "; ".join(doc.errors),
         }
         rows.append(row)
-        for name in ("pages", "scanned pages", "figures", "pairs", *MODALITY_COLUMNS, "auto-accepted", "queued"):
+        for name in counted:
             totals[name] += int(row[name])  # type: ignore[arg-type]
-    failed = sum(outcome.result.status == Status.failed for outcome in outcomes)
+    failed = sum(doc.failed for doc in documents)
+    partial = sum(doc.status.value == "partial" for doc in documents)
+    status = ", ".join(part for part in (f"{failed} failed" if failed else "", f"{partial} partial" if partial else "") if part)
     rows.append(
         {
             "book": "TOTAL",
-            "pdf": f"{len(outcomes)} PDFs",
-            "status": f"{failed} failed" if failed else "all ok",
-            **{name: totals[name] for name in ("pages", "scanned pages", "figures", "pairs")},
-            **{name: totals[name] for name in MODALITY_COLUMNS},
-            "auto-accepted": totals["auto-accepted"],
-            "queued": totals["queued"],
-            "cache": f"{sum(_cache_label(o) != 'computed' for o in outcomes)} reused",
+            "pdf": f"{len(documents)} PDFs",
+            "status": status or "all ok",
+            **{name: totals[name] for name in counted},
+            "cache": f"{sum(doc.cached for doc in documents)} reused",
             "failure": "",
         }
     )
     return rows
 
 
-def _cache_label(outcome: BookOutcome) -> str:
-    if outcome.from_prefect_cache:
-        return "prefect cache"
-    if outcome.result.cached:
-        return "pipeline cache"
-    return "computed"
-
-
-def summary_description(record: BuildRecord, outcomes: list[BookOutcome]) -> str:
+def summary_description(record: BuildRecord) -> str:
     pairs = record.pairs
     queued = sum(pair.review_status == "queued" for pair in pairs)
-    failures = [o.result for o in outcomes if o.result.status == Status.failed]
     lines = [
-        f"Build `{record.build_id}` of `{record.dataset}`: {len(outcomes)} PDFs, {len(pairs)} pairs, "
-        f"{len(pairs) - queued} auto-accepted, {queued} queued for review."
+        f"Build `{record.build_id}` of `{record.dataset}`: {len(record.documents)} PDFs, {len(pairs)} pairs, "
+        f"{len(pairs) - queued} auto-accepted, {queued} queued for review, "
+        f"{len(record.proposals)} possible misses to look at."
     ]
-    lines += [f"FAILED {Path(book.pdf).name}: {book.error}" for book in failures]
+    lines += [f"FAILED {Path(doc.pdf).name}: {doc.error}" for doc in record.failures]
+    lines += [
+        f"PARTIAL {Path(doc.pdf).name}: {'; '.join(doc.errors)}" for doc in record.documents if doc.status.value == "partial"
+    ]
     return "\n\n".join(lines)
 
 
@@ -187,7 +174,7 @@ def publish_markdown(summary: PublishSummary) -> str:
     )
 
 
-def publish_build_artifacts(record: BuildRecord, outcomes: list[BookOutcome], review_base_url: str) -> dict[str, str]:
+def publish_build_artifacts(record: BuildRecord, review_base_url: str) -> dict[str, str]:
     """Create the summary table, the examples and the review link of a build run; returns key -> id."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
@@ -199,7 +186,7 @@ def publish_build_artifacts(record: BuildRecord, outcomes: list[BookOutcome], re
     review_url = review_page_url(review_base_url, record.build_id)
     ids = {
         keys["summary"]: create_table_artifact(
-            summary_rows(outcomes), key=keys["summary"], description=summary_description(record, outcomes)
+            summary_rows(record.documents), key=keys["summary"], description=summary_description(record)
         ),
         keys["examples"]: create_markdown_artifact(
             examples_markdown(record, review_url), key=keys["examples"], description="A few pairs of this build."
@@ -208,7 +195,8 @@ def publish_build_artifacts(record: BuildRecord, outcomes: list[BookOutcome], re
             review_url,
             link_text=f"Review queue of {record.build_id}",
             key=keys["review"],
-            description=f"{sum(p.review_status == 'queued' for p in record.pairs)} pairs queued; "
+            description=f"{sum(p.review_status == 'queued' for p in record.pairs)} pairs queued and "
+            f"{len(record.proposals)} possible misses; "
             f"serve the page with `mmretinal review serve --db {record.review_db}`.",
         ),
     }

@@ -14,49 +14,76 @@ import typer
 from flows.commands_extract import expand_pdf_inputs
 
 
-def build_options(
-    dataset: str,
-    work_dir: Path,
-    registry: Path,
-    image_store: Path | None,
-    translation_packages: list[Path] | None,
-    review_threshold: float | None = None,
-):
-    from curation.build import BuildOptions
+BUILD_OVERRIDES = {
+    "dataset": "dataset",
+    "work_dir": "work_dir",
+    "registry": "registry_root",
+    "image_store": "image_store",
+    "translation_package": "translation_packages",
+    "review_threshold": "align.review_threshold",
+    "ocr_engine": "extract.ocr.engine",
+    "task_runner": "runner.kind",
+    "workers": "runner.workers",
+    "dask_address": "runner.dask_address",
+}
+"""CLI flag (parameter name) -> BuildOptions key; each flag's help is that field's description."""
 
-    options = BuildOptions(
-        dataset=dataset,
-        work_dir=work_dir,
-        registry_root=registry,
-        image_store=image_store,
-        translation_packages=translation_packages or [],
-    )
-    if review_threshold is not None:
-        options.align.review_threshold = review_threshold
-    return options
+
+def _help(flag: str) -> str:
+    from curation.build import BuildOptions
+    from flows.options import field_help
+
+    return field_help(BuildOptions, BUILD_OVERRIDES[flag])
+
+
+def build_options(config: Path | None = None, assignments: list[str] | None = None, **flags):
+    """BuildOptions from a config file, the dedicated flags (None = not given) and `--set`s."""
+    from curation.build import BuildOptions
+    from flows.options import resolve_options
+
+    unknown = set(flags) - set(BUILD_OVERRIDES)
+    if unknown:
+        raise ValueError(f"unknown build flags: {', '.join(sorted(unknown))}")
+    overrides = {BUILD_OVERRIDES[name]: value for name, value in flags.items()}
+    if overrides.get("translation_packages") == []:
+        overrides["translation_packages"] = None
+    return resolve_options(BuildOptions, config, overrides, assignments)
 
 
 def print_build_summary(record, published) -> None:
-    """A readable summary of a build: per book, then totals and where the output is."""
+    """A readable summary of a build: per book, then totals, possible misses and where the output is."""
     from collections import Counter
 
+    from curation.build import step_seconds
+
     typer.echo(f"\nbuild {record.build_id}")
-    typer.echo(f"{'book':24} {'status':8} {'pages':>5} {'scanned':>7} {'figures':>7} {'pairs':>5}  CFP/FFA/OCT/other  queued")
-    for book in record.books:
-        if book.error:
-            typer.echo(f"{book.book or Path(book.pdf).name:24} {'failed':8} {book.error}")
+    typer.echo(
+        f"{'book':24} {'status':8} {'pages':>5} {'scanned':>7} {'figures':>7} {'pairs':>5}  CFP/FFA/OCT/other  queued  misses"
+    )
+    for doc in record.documents:
+        if doc.failed:
+            typer.echo(f"{doc.book:24} {'failed':8} {doc.error}")
             continue
-        modality = Counter(p.modality for p in book.pairs)
-        queued = sum(p.review_status == "queued" for p in book.pairs)
+        modality = Counter(p.modality for p in doc.pairs)
+        queued = sum(p.review_status == "queued" for p in doc.pairs)
         mods = "/".join(str(modality.get(m, 0)) for m in ("CFP", "FFA", "OCT", "other"))
-        cached = " (cached)" if book.cached else ""
+        misses = sum(r.proposal is not None for r in doc.rejects)
+        cached = " (cached)" if doc.cached else ""
         typer.echo(
-            f"{book.book:24} {book.status.value:8} {book.pages:>5} {book.scanned_pages:>7} {book.figures:>7}"
-            f" {len(book.pairs):>5}  {mods:17} {queued:>6}{cached}"
+            f"{doc.book:24} {doc.status.value:8} {doc.page_count:>5} {doc.scanned_pages:>7} {doc.figures:>7}"
+            f" {len(doc.pairs):>5}  {mods:17} {queued:>6}  {misses:>6}{cached}"
         )
+        for error in doc.errors:
+            typer.echo(f"{'':24} {'':8} {error}")
     pairs = record.pairs
     queued = sum(p.review_status == "queued" for p in pairs)
-    typer.echo(f"pairs: {len(pairs)}, auto-accepted: {len(pairs) - queued}, queued for review: {queued}")
+    typer.echo(
+        f"pairs: {len(pairs)}, auto-accepted: {len(pairs) - queued}, queued for review: {queued}, "
+        f"possible misses to review: {len(record.proposals)}"
+    )
+    seconds = step_seconds(record.documents)
+    if seconds:
+        typer.echo("seconds per step: " + ", ".join(f"{step} {value:.2f}" for step, value in seconds.items()))
     if published:
         verb = "unchanged, already" if published.unchanged else "published"
         typer.echo(f"{verb} {published.ref}: {published.n_pairs} pairs -> {published.path}")
@@ -67,29 +94,40 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def build(
         pdfs: list[Path] = typer.Argument(..., help="Atlas PDFs, or directories holding them."),
-        dataset: str = typer.Option("mm-retinal", help="Dataset name to publish."),
-        work_dir: Path = typer.Option(Path(".mmretinal"), help="Work directory (extraction, caches, review database)."),
-        registry: Path = typer.Option(Path("data_manifests"), envvar="MMRETINAL_REGISTRY", help="Manifest registry root."),
-        image_store: Path = typer.Option(None, envvar="MMRETINAL_IMAGE_STORE", help="Content-addressed image store."),
-        translation_package: list[Path] = typer.Option(None, help=".argosmodel file(s) to install for translation."),
-        review_threshold: float = typer.Option(None, help="Alignment score under which pairs are queued for review."),
-        task_runner: str = typer.Option(
-            "threads", envvar="MMRETINAL_TASK_RUNNER", help="Run the per-PDF tasks in 'threads' or 'processes'."
-        ),
-        workers: int = typer.Option(None, envvar="MMRETINAL_TASK_WORKERS", help="Parallel PDFs (default: per runner)."),
+        config: Path = typer.Option(None, "--config", "-c", help="YAML/JSON file of build options (see `mmretinal options build`)."),
+        assignments: list[str] = typer.Option(None, "--set", help="Set any build option: KEY=VALUE (e.g. align.cluster_gap=12)."),
+        dataset: str = typer.Option(None, help=_help("dataset")),
+        work_dir: Path = typer.Option(None, help=_help("work_dir")),
+        registry: Path = typer.Option(None, envvar="MMRETINAL_REGISTRY", help=_help("registry")),
+        image_store: Path = typer.Option(None, envvar="MMRETINAL_IMAGE_STORE", help=_help("image_store")),
+        translation_package: list[Path] = typer.Option(None, help=_help("translation_package")),
+        review_threshold: float = typer.Option(None, help=_help("review_threshold")),
+        ocr_engine: str = typer.Option(None, help=_help("ocr_engine")),
+        task_runner: str = typer.Option(None, help=_help("task_runner")),
+        workers: int = typer.Option(None, help=_help("workers")),
+        dask_address: str = typer.Option(None, help=_help("dask_address")),
         no_publish: bool = typer.Option(False, "--no-publish", help="Record the build (review queue) without publishing."),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved options as YAML and stop."),
     ) -> None:
         """Run steps 1-4 on atlas PDFs as the Prefect flow `build-dataset` and publish a new version.
 
         Runs report to the Prefect server in $PREFECT_API_URL when set, else to a temporary local one.
         """
-        from flows.build_flow import build_dataset, make_task_runner
+        from flows.options import options_yaml
+
+        options = build_options(
+            config, assignments, dataset=dataset, work_dir=work_dir, registry=registry, image_store=image_store,
+            translation_package=translation_package, review_threshold=review_threshold, ocr_engine=ocr_engine,
+            task_runner=task_runner, workers=workers, dask_address=dask_address,
+        )
+        if print_config:
+            typer.echo(options_yaml(options), nl=False)
+            return
+        from flows.build_flow import build_dataset
         from flows.prefect_env import quiet_client_loggers
 
         quiet_client_loggers()
-        options = build_options(dataset, work_dir, registry, image_store, translation_package, review_threshold)
-        flow = build_dataset.with_options(task_runner=make_task_runner(task_runner, workers))
-        result = flow(pdfs=expand_pdf_inputs(pdfs), options=options, publish=not no_publish)
+        result = build_dataset(pdfs=expand_pdf_inputs(pdfs), options=options, publish=not no_publish)
         record = result.record
         print_build_summary(record, result.published)
         if record.failures or (result.published is None and not no_publish):
@@ -98,21 +136,39 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def publish(
         build_id: str = typer.Argument(None, help="Build to publish (default: the latest build)."),
-        dataset: str = typer.Option("mm-retinal", help="Dataset name to publish."),
-        work_dir: Path = typer.Option(Path(".mmretinal"), help="Work directory of the build."),
-        registry: Path = typer.Option(Path("data_manifests"), envvar="MMRETINAL_REGISTRY", help="Manifest registry root."),
-        image_store: Path = typer.Option(None, envvar="MMRETINAL_IMAGE_STORE", help="Content-addressed image store."),
-        translation_package: list[Path] = typer.Option(None, help=".argosmodel file(s) to install for translation."),
+        config: Path = typer.Option(None, "--config", "-c", help="YAML/JSON file of build options."),
+        assignments: list[str] = typer.Option(None, "--set", help="Set any build option: KEY=VALUE."),
+        dataset: str = typer.Option(None, help=_help("dataset")),
+        work_dir: Path = typer.Option(None, help=_help("work_dir")),
+        registry: Path = typer.Option(None, envvar="MMRETINAL_REGISTRY", help=_help("registry")),
+        image_store: Path = typer.Option(None, envvar="MMRETINAL_IMAGE_STORE", help=_help("image_store")),
+        translation_package: list[Path] = typer.Option(None, help=_help("translation_package")),
     ) -> None:
         """Apply review decisions to a build and publish it as the next version (Prefect flow `publish-manifest`)."""
         from flows.build_flow import publish_manifest
         from flows.prefect_env import quiet_client_loggers
 
         quiet_client_loggers()
-        options = build_options(dataset, work_dir, registry, image_store, translation_package)
-        published = publish_manifest(build_id=build_id, options=options)["published"]
-        verb = "unchanged, already" if published["unchanged"] else "published"
-        typer.echo(f"{verb} {published['ref']}: {published['n_pairs']} pairs -> {published['path']}")
+        options = build_options(
+            config, assignments, dataset=dataset, work_dir=work_dir, registry=registry, image_store=image_store,
+            translation_package=translation_package,
+        )
+        published = publish_manifest(build_id=build_id, options=options)
+        verb = "unchanged, already" if published.unchanged else "published"
+        typer.echo(f"{verb} {published.ref}: {published.n_pairs} pairs -> {published.path}")
+
+    @app.command("options")
+    def options_command(
+        what: str = typer.Argument("build", help="Which options: 'build'."),
+    ) -> None:
+        """Every option of a config file, with its default and description."""
+        from curation.build import BuildOptions
+        from flows.options import option_rows
+
+        if what != "build":
+            raise ValueError(f"unknown options group {what!r}; expected 'build'")
+        for key, default, description in option_rows(BuildOptions):
+            typer.echo(f"{key:38} {default:24} {description}")
 
     @app.command()
     def score(
@@ -138,7 +194,7 @@ def register(app: typer.Typer) -> None:
 
         atlas = generate_sample_atlas(out / "atlas", seed=seed)
         typer.echo(f"sample atlas: {len(atlas.pdfs)} PDFs in {atlas.out_dir}")
-        options = build_options("mm-retinal", out / "work", out / "data_manifests", None, None)
+        options = build_options(work_dir=out / "work", registry=out / "data_manifests")
         record, published = run_build(atlas.pdfs, options)
         print_build_summary(record, published)
         if published is None:

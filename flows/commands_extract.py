@@ -38,17 +38,20 @@ def register(app: typer.Typer) -> None:
                 paddle_rec_model_dir=paddle_rec_model_dir,
             ),
         )
-        outcomes = extract_pdfs(expand_pdf_inputs(pdfs), out, options)
-        typer.echo(f"{'PDF':40} {'status':8} {'pages':>5} {'scanned':>7} {'regions':>7} {'captions':>8}")
-        for outcome in outcomes:
-            name = Path(outcome.path).name
-            if outcome.status == Status.failed:
-                typer.echo(f"{name:40} {'failed':8} {outcome.error}")
-            else:
-                typer.echo(
-                    f"{name:40} {outcome.status.value:8} {outcome.pages:>5} {outcome.scanned_pages:>7}"
-                    f" {outcome.regions:>7} {outcome.captions:>8}"
-                )
+        runs = extract_pdfs(expand_pdf_inputs(pdfs), out, options)
+        typer.echo(f"{'PDF':40} {'status':8} {'pages':>5} {'scanned':>7} {'regions':>7} {'captions':>8} {'rejects':>7}")
+        for run in runs:
+            name = Path(run.pdf).name
+            if run.status == Status.failed:
+                typer.echo(f"{name:40} {'failed':8} {run.error}")
+                continue
+            typer.echo(
+                f"{name:40} {run.status.value:8} {run.page_count:>5} {run.scanned_pages:>7}"
+                f" {sum(len(p.regions) for p in run.pages):>7} {sum(len(p.captions) for p in run.pages):>8}"
+                f" {len(run.rejects):>7}"
+            )
+            for error in run.errors:
+                typer.echo(f"{'':40} {error}")
         typer.echo(f"output: {out.resolve()}")
-        if any(o.status == Status.failed for o in outcomes):
+        if any(run.status == Status.failed for run in runs):
             raise typer.Exit(1)

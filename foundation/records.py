@@ -36,6 +36,16 @@ class SourceDocument(BaseModel):
     page_count: int = Field(0, description="Number of pages in the PDF.")
 
 
+class CaptionStart(BaseModel):
+    """Where a text starts with a figure number (found once, when the block is made)."""
+
+    figure_id: str = Field(description="Normalised figure number, e.g. '3-12' or '5-3-1'.")
+    style: Literal["zh", "en_fig", "en_figure"] = Field(
+        description="'zh' for 图3-12, 'en_fig' for Fig. 3-12 (bilingual books), 'en_figure' for FIGURE 3-12."
+    )
+    end: int = Field(description="Offset just past the figure number in the width-normalised text.")
+
+
 class TextBlock(BaseModel):
     """A block of text on a page, native or recognised by OCR."""
 
@@ -50,6 +60,40 @@ class TextBlock(BaseModel):
     source: TextSource = Field("native", description="'native' text layer or 'ocr'.")
     confidence: float | None = Field(None, description="Mean OCR confidence (None for native text).")
     font_size: float | None = Field(None, description="Dominant font size in points, when known.")
+    caption_start: CaptionStart | None = Field(
+        None, description="Figure number the block starts with, when it does (a possible caption start)."
+    )
+
+
+class CaptionSegment(BaseModel):
+    """A piece of caption text and the panels it describes (None: all panels)."""
+
+    letters: tuple[str, ...] | None = Field(None, description="Panel letters this text describes; None when shared.")
+    text: str = Field(description="The text, cleaned of its panel marker.")
+
+
+class ParsedCaption(BaseModel):
+    """A caption split into figure id, title and per-panel texts (parsed once, in step 1)."""
+
+    figure_id: str
+    language: Literal["en", "zh"]
+    style: str
+    title: str
+    segments: list[CaptionSegment] = Field(default_factory=list)
+
+    @property
+    def letters(self) -> list[str]:
+        from foundation.labels import sort_labels
+
+        return sort_labels({letter for seg in self.segments if seg.letters for letter in seg.letters})
+
+    def panel_texts(self, letter: str | None) -> list[str]:
+        """This panel's text pieces: shared segments and the segments naming it, in printed order."""
+        return [
+            seg.text
+            for seg in self.segments
+            if seg.text and (seg.letters is None or letter is None or letter in seg.letters)
+        ]
 
 
 class CaptionCandidate(BaseModel):
@@ -65,6 +109,7 @@ class CaptionCandidate(BaseModel):
     column: int = Field(description="Column of the caption (-1 spanning).")
     block_orders: list[int] = Field(default_factory=list, description="Reading-order indices of its blocks.")
     source: TextSource = Field("native", description="'native' or 'ocr'.")
+    parsed: ParsedCaption | None = Field(None, description="The caption parsed into title and panel texts.")
 
 
 class FigureRegion(BaseModel):
@@ -96,18 +141,6 @@ class PageRecord(BaseModel):
     blocks: list[TextBlock] = Field(default_factory=list)
     regions: list[FigureRegion] = Field(default_factory=list)
     captions: list[CaptionCandidate] = Field(default_factory=list)
-
-
-class DocumentExtraction(BaseModel):
-    """Step 1 output for one PDF."""
-
-    source: SourceDocument
-    status: Status = Status.success
-    errors: list[str] = Field(default_factory=list, description="Problems met, one line each.")
-    pages: list[PageRecord] = Field(default_factory=list)
-    ocr_engine: str | None = Field(None, description="OCR engine name and version used, if any page needed it.")
-    pipeline_version: str = ""
-    config_hash: str = ""
 
 
 CaptionOrigin = Literal["printed", "machine", "missing"]
@@ -151,3 +184,99 @@ class Pair(BaseModel):
     alternatives: list[CaptionChoice] = Field(default_factory=list, description="Other candidate captions on the page.")
     review_status: ReviewStatus = Field("queued")
     reviewer: str | None = Field(None, description="Who decided, when a person did.")
+    possible_miss: str | None = Field(
+        None,
+        description="Reject kind when this is a possible miss proposed to the reviewer (published only once accepted).",
+    )
+
+
+# ---------------------------------------------------------------------------- one record per PDF
+
+StepName = Literal["open", "extract", "align", "modality"]
+RejectKind = Literal[
+    "caption_without_figure",
+    "figure_without_caption",
+    "dropped_image",
+    "retinal_looking_other",
+    "bad_image",
+    "bad_page",
+]
+REVIEWABLE_REJECTS: tuple[str, ...] = (
+    "caption_without_figure",
+    "figure_without_caption",
+    "dropped_image",
+    "retinal_looking_other",
+)
+"""Reject kinds that reach the review queue as possible misses."""
+
+
+class Reject(BaseModel):
+    """Something a step dropped or could not pair: kept as data so a reviewer can see it."""
+
+    kind: RejectKind = Field(description="What was rejected.")
+    step: StepName = Field(description="The step that rejected it.")
+    page: int | None = Field(None, description="1-based page, when the reject has one.")
+    bbox: BBox | None = Field(None, description="Region on the page in PDF points.")
+    reason: str = Field(description="Why, in one line.")
+    figure_id: str | None = Field(None, description="Figure number involved (a caption's, or a paired panel's).")
+    pair_id: str | None = Field(None, description="The pair it concerns (retinal-looking panels classed 'other').")
+    proposal: "Pair | None" = Field(
+        None, description="A pair the reviewer may accept (image + suggested captions); None when there is none."
+    )
+
+
+class DocumentRun(BaseModel):
+    """One PDF through the steps: what went in, what each step produced, rejected and took.
+
+    The steps fill it in memory; one writer persists it (curation.build), and the same record is
+    the PDF's outcome in the CLI summary, the flows and the Prefect artifacts.
+    """
+
+    pdf: str = Field(description="Path of the PDF as given.")
+    book: str = Field(description="Book id from the file name; part of every pair id.")
+    source: SourceDocument | None = Field(None, description="The validated, hashed source (None when it could not be opened).")
+    status: Status = Field(Status.success, description="success, partial (some pages or panels failed) or failed.")
+    errors: list[str] = Field(default_factory=list, description="Problems met, one line each, naming the page.")
+    pages: list[PageRecord] = Field(default_factory=list, description="Step 1: everything found on each page.")
+    ocr_engine: str | None = Field(None, description="OCR engine used, if any page needed it.")
+    pairs: list[Pair] = Field(default_factory=list, description="Steps 2-3: one pair per captioned panel.")
+    rejects: list[Reject] = Field(default_factory=list, description="What the steps dropped or could not pair.")
+    seconds: dict[str, float] = Field(default_factory=dict, description="Wall time per step.")
+    cache_key: str | None = Field(None, description="Key of the cached steps: PDF hash + step config + steps' code version.")
+    cached: bool = Field(False, description="Served from the cache without running the steps.")
+    directory: str | None = Field(None, description="Where the record and its images are stored.")
+
+    @property
+    def failed(self) -> bool:
+        return self.status == Status.failed
+
+    @property
+    def error(self) -> str | None:
+        """The first error, for one-line summaries."""
+        return self.errors[0] if self.errors else None
+
+    @property
+    def page_count(self) -> int:
+        return len(self.pages)
+
+    @property
+    def scanned_pages(self) -> int:
+        return sum(page.scanned for page in self.pages)
+
+    @property
+    def figures(self) -> int:
+        return len({pair.figure_id for pair in self.pairs})
+
+    def fail(self, reason: str) -> "DocumentRun":
+        self.status = Status.failed
+        self.errors.append(reason)
+        return self
+
+    def note_error(self, reason: str) -> None:
+        """A page or panel failed: the rest of the book goes on, the book becomes partial."""
+        self.errors.append(reason)
+        if self.status == Status.success:
+            self.status = Status.partial
+
+
+Reject.model_rebuild()

@@ -3,31 +3,44 @@
 Decisions come from geometry (caption below, beside or above its figure, or at the top of the
 next page; columns), figure-number continuity and panel counts against panel letters — never
 from file or extraction order. Every pair carries a score in [0, 1] and the reasons behind it.
+What cannot be paired (a caption with no figure, a figure with no caption) and the images step 1
+dropped stay in the run as rejects, each with a proposal a reviewer can turn into a pair.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 
-from pipeline.caption_parse import ParsedCaption, parse_caption
+from foundation.labels import label_for_index, label_key, sort_labels
+from foundation.records import (
+    BBox,
+    CaptionCandidate,
+    CaptionChoice,
+    DocumentRun,
+    FigureRegion,
+    PageRecord,
+    Pair,
+    ParsedCaption,
+    Reject,
+)
+from pipeline.caption_parse import parse_caption
 from pipeline.clean import canonical_caption
-from foundation.files import write_atomic
+from pipeline.images import ImageBank
 from pipeline.layout import column_of, union_bbox
 from pipeline.panels import read_panel_label, split_panels
-from foundation.records import BBox, CaptionCandidate, CaptionChoice, DocumentExtraction, FigureRegion, PageRecord, Pair
 
 log = logging.getLogger(__name__)
 
-_LETTERS = "ABCDEFGHIJ"
+RegionRenderer = Callable[[int, BBox], "tuple[str, str]"]
+"""(page, bbox) -> (sha256, image path) of a page region rendered as an image."""
 
 
 class AlignOptions(BaseModel):
@@ -60,10 +73,7 @@ class CaptionGroup:
 
     @property
     def letters(self) -> list[str]:
-        seen: set[str] = set()
-        for parsed in self.parsed.values():
-            seen.update(parsed.letters)
-        return sorted(seen, key=_LETTERS.index)
+        return sort_labels(letter for parsed in self.parsed.values() for letter in parsed.letters)
 
     def caption(self, letter: str | None, language: str) -> str | None:
         parsed = self.parsed.get(language)
@@ -94,7 +104,7 @@ def caption_groups(page: PageRecord, options: AlignOptions) -> list[CaptionGroup
     body_tops = [b.bbox[1] for b in page.blocks if b.role in ("body", "caption")]
     first_top = min(body_tops) if body_tops else 0.0
     for candidate in sorted(page.captions, key=lambda c: min(c.block_orders or [0])):
-        parsed = parse_caption(candidate.text)
+        parsed = candidate.parsed or parse_caption(candidate.text)
         if parsed is None:
             continue
         group = groups[-1] if groups else None
@@ -236,59 +246,168 @@ def match_figures(
     return figures, unmatched, orphans
 
 
-class AlignmentReport(BaseModel):
-    """What step 2 could not pair, for the build summary."""
-
-    unmatched_captions: list[str] = Field(default_factory=list)
-    figures_without_caption: int = 0
-
-
 LabelReader = Callable[[np.ndarray], "tuple[str, float] | None"]
 
 
 def align_document(
-    extraction: DocumentExtraction,
-    extraction_dir: Path,
+    run: DocumentRun,
+    bank: ImageBank,
     options: AlignOptions | None = None,
     read_line: LabelReader | None = None,
-) -> tuple[list[Pair], AlignmentReport]:
-    """Pairs for every panel of every captioned figure in one extracted PDF.
+    render: RegionRenderer | None = None,
+) -> DocumentRun:
+    """Step 2: pairs for every panel of every captioned figure of one PDF, and rejects for what
+    cannot be paired.
 
-    `read_line` (an OCR engine's single-line recogniser) reads printed panel letters; by
-    default the bundled OCR engine is loaded the first time a grid of panels needs it.
+    `read_line` (the configured OCR engine's single-line recogniser) reads printed panel letters;
+    `render` draws a page region as an image, for rejects that have none of their own (a caption
+    whose figure was not found). Both are optional.
     """
     options = options or AlignOptions()
-    if read_line is None and options.read_panel_labels:
-        read_line = _default_label_reader()
-    figures, unmatched, orphans = match_figures(extraction.pages, options)
+    started = time.perf_counter()
+    source = run.source
+    figures, unmatched, orphans = match_figures(run.pages, options)
     figures.sort(key=lambda f: (f.cluster.page, f.cluster.bbox[1], f.cluster.bbox[0]))
-    report = AlignmentReport(
-        unmatched_captions=[f"page {g.page}: figure {g.figure_id}" for g in unmatched],
-        figures_without_caption=len(orphans),
-    )
-    page_by_no = {p.page: p for p in extraction.pages}
+    page_by_no = {p.page: p for p in run.pages}
     groups_by_page: dict[int, list[CaptionGroup]] = {}
     for figure in figures:
         groups_by_page.setdefault(figure.group.page, []).append(figure.group)
-    pairs: list[Pair] = []
+    all_groups: dict[int, list[CaptionGroup]] = {}
+    for group in [f.group for f in figures] + unmatched:
+        all_groups.setdefault(group.page, []).append(group)
     seen_ids: dict[str, int] = {}
     previous_id: tuple[int, ...] | None = None
     for figure in figures:
         number = _figure_number(figure.group.figure_id)
         continuity_ok = previous_id is None or number >= previous_id
         previous_id = number
-        figure_pairs = _figure_pairs(
-            figure, extraction, extraction_dir, page_by_no[figure.cluster.page], continuity_ok, options, read_line
-        )
+        try:
+            figure_pairs = _figure_pairs(
+                figure, run, bank, page_by_no[figure.cluster.page], continuity_ok, options, read_line
+            )
+        except Exception as exc:  # one bad figure must not lose the rest of the book
+            reason = f"page {figure.cluster.page}: figure {figure.group.figure_id} could not be split ({type(exc).__name__}: {exc})"
+            run.note_error(reason)
+            run.rejects.append(
+                Reject(kind="bad_image", step="align", page=figure.cluster.page, bbox=figure.cluster.bbox,
+                       reason=reason, figure_id=figure.group.figure_id)
+            )
+            continue
         for pair in figure_pairs:
             count = seen_ids.get(pair.pair_id, 0)
             seen_ids[pair.pair_id] = count + 1
             if count:
                 pair.pair_id = f"{pair.pair_id}#{count + 1}"
                 pair.reasons.append("figure number printed twice in this book")
-            pair.alternatives = _alternatives(figure, groups_by_page, pair.panel, options)
-        pairs.extend(figure_pairs)
-    return pairs, report
+            pair.alternatives = _alternatives(figure.group, groups_by_page, pair.panel, options)
+        run.pairs.extend(figure_pairs)
+    if source is not None:
+        _reject_unpaired(run, bank, unmatched, orphans, all_groups, page_by_no, options, render)
+    run.seconds["align"] = round(time.perf_counter() - started, 4)
+    return run
+
+
+def _reject_unpaired(
+    run: DocumentRun,
+    bank: ImageBank,
+    unmatched: list[CaptionGroup],
+    orphans: list[Cluster],
+    groups: dict[int, list[CaptionGroup]],
+    pages: dict[int, PageRecord],
+    options: AlignOptions,
+    render: RegionRenderer | None,
+) -> None:
+    """Captions without a figure, figures without a caption and the images step 1 dropped, each
+    as a reject carrying a proposal pair: its image, and the captions a reviewer may choose."""
+    for group in unmatched:
+        reason = f"caption of figure {group.figure_id} found no figure region near it"
+        proposal = None
+        if render is not None:
+            area = _likely_figure_area(pages[group.page], group)
+            sha, image_file = render(group.page, area)
+            proposal = _proposal(run, pages[group.page], area, sha, image_file, "caption_without_figure", reason, groups, options, group)
+        run.rejects.append(
+            Reject(kind="caption_without_figure", step="align", page=group.page, bbox=group.bbox, reason=reason,
+                   figure_id=group.figure_id, proposal=proposal)
+        )
+    for cluster in orphans:
+        for region in cluster.regions:
+            reason = f"figure region {region.region_id} found no caption near it"
+            proposal = _proposal(run, pages[region.page], region.bbox, region.image_sha256, region.image_file,
+                                 "figure_without_caption", reason, groups, options)
+            run.rejects.append(
+                Reject(kind="figure_without_caption", step="align", page=region.page, bbox=region.bbox,
+                       reason=reason, proposal=proposal)
+            )
+    for reject in run.rejects:
+        if reject.kind == "dropped_image" and reject.proposal is None and render is not None and reject.page:
+            sha, image_file = render(reject.page, reject.bbox)
+            reject.proposal = _proposal(run, pages[reject.page], reject.bbox, sha, image_file, "dropped_image",
+                                        reject.reason, groups, options)
+
+
+def _likely_figure_area(page: PageRecord, group: CaptionGroup) -> BBox:
+    """Where the figure of a caption that found none most likely is: the space above it (or
+    below it) up to the nearest text, across the caption's width; else the caption itself."""
+    x0, y0, x1, y1 = group.bbox
+    if page.column_bounds and group.candidates and group.candidates[0].column >= 0:
+        x0, x1 = page.column_bounds[min(group.candidates[0].column, len(page.column_bounds) - 1)]
+    others = [b.bbox for b in page.blocks if b.role in ("body", "caption") and _overlap(b.bbox[0], b.bbox[2], x0, x1) > 0]
+    above = max([b[3] for b in others if b[3] <= y0 + 1], default=0.0)
+    if y0 - above >= 36:
+        return (x0, above, x1, y0)
+    below = min([b[1] for b in others if b[1] >= y1 - 1], default=page.height)
+    if below - y1 >= 36:
+        return (x0, y1, x1, below)
+    return group.bbox
+
+
+def _proposal(
+    run: DocumentRun,
+    page: PageRecord,
+    bbox: BBox,
+    sha: str,
+    image_file: str,
+    kind: str,
+    reason: str,
+    groups: dict[int, list[CaptionGroup]],
+    options: AlignOptions,
+    own: CaptionGroup | None = None,
+) -> Pair:
+    """A pair a reviewer may accept: the image, its own caption when it has one, and the captions
+    printed on this page and the pages around it as choices."""
+    source = run.source
+    choices: list[CaptionChoice] = []
+    for page_no in (page.page, page.page + 1, page.page - 1):
+        for group in groups.get(page_no, []):
+            if group is own:
+                continue
+            for letter in group.letters or [None]:
+                choices.append(_choice(group, letter))
+    caption_en = own.caption(None, "en") if own else None
+    caption_zh = own.caption(None, "zh") if own else None
+    return Pair(
+        pair_id=f"{run.book}/{own.figure_id if own else 'unpaired-p' + str(page.page) + '-' + sha[:8]}/-",
+        book=run.book,
+        source_pdf=Path(source.path).name,
+        source_pdf_sha256=source.sha256,
+        page=page.page,
+        bbox=tuple(round(v, 2) for v in bbox),
+        figure_id=own.figure_id if own else "",
+        panel=None,
+        image_sha256=sha,
+        image_file=image_file,
+        scanned=page.scanned,
+        caption_en=caption_en,
+        caption_zh=caption_zh,
+        caption_en_origin="printed" if caption_en else "missing",
+        caption_zh_origin="printed" if caption_zh else "missing",
+        alignment_score=0.0,
+        reasons=[f"possible miss: {reason}"],
+        alternatives=choices[: options.max_alternatives],
+        review_status="queued",
+        possible_miss=kind,
+    )
 
 
 def _figure_number(figure_id: str) -> tuple[int, ...]:
@@ -297,8 +416,8 @@ def _figure_number(figure_id: str) -> tuple[int, ...]:
 
 def _figure_pairs(
     figure: Figure,
-    extraction: DocumentExtraction,
-    extraction_dir: Path,
+    run: DocumentRun,
+    bank: ImageBank,
     page: PageRecord,
     continuity_ok: bool,
     options: AlignOptions,
@@ -308,9 +427,9 @@ def _figure_pairs(
     letters = group.letters
     reasons = [f"{figure.placement} (geometry {figure.geometry:.2f})"]
     factor = 1.0
-    panels = _panels(figure.cluster, letters, extraction_dir)
+    panels = _panels(figure.cluster, letters, bank)
     if read_line is not None and len(panels) == len(letters) > 2 and _is_grid([bbox for bbox, _, _ in panels]):
-        by_label = _order_by_labels(panels, letters, read_line)
+        by_label = _order_by_labels(panels, letters, read_line, bank)
         if by_label is not None:
             panels = by_label
             reasons.append("grid panels ordered by their printed letters")
@@ -339,17 +458,17 @@ def _figure_pairs(
     pairs = []
     for index, (bbox, sha, image_file) in enumerate(panels):
         if letters:
-            letter = letters[index] if index < len(letters) else _LETTERS[index]
+            letter = letters[index] if index < len(letters) else label_for_index(index)
         else:
-            letter = _LETTERS[index] if len(panels) > 1 else None
+            letter = label_for_index(index) if len(panels) > 1 else None
         caption_en = group.caption(letter, "en")
         caption_zh = group.caption(letter, "zh")
         pairs.append(
             Pair(
-                pair_id=f"{extraction.source.book}/{group.figure_id}/{letter or '-'}",
-                book=extraction.source.book,
-                source_pdf=Path(extraction.source.path).name,
-                source_pdf_sha256=extraction.source.sha256,
+                pair_id=f"{run.book}/{group.figure_id}/{letter or '-'}",
+                book=run.book,
+                source_pdf=Path(run.source.path).name,
+                source_pdf_sha256=run.source.sha256,
                 page=figure.cluster.page,
                 bbox=bbox,
                 figure_id=group.figure_id,
@@ -370,20 +489,6 @@ def _figure_pairs(
     return pairs
 
 
-def _default_label_reader() -> LabelReader:
-    """The bundled OCR engine's line recogniser, loaded only when first called."""
-    engine = []
-
-    def read(image: np.ndarray):
-        if not engine:
-            from pipeline.ocr import create_ocr_engine
-
-            engine.append(create_ocr_engine())
-        return engine[0].recognise_line(image)
-
-    return read
-
-
 def _is_grid(boxes: list[BBox]) -> bool:
     """More than one row and more than one column: reading order alone may not match the letters."""
     def distinct(values: list[float], tolerance: float) -> int:
@@ -398,58 +503,49 @@ def _is_grid(boxes: list[BBox]) -> bool:
 
 
 def _order_by_labels(
-    panels: list[tuple[BBox, str, str]], letters: list[str], read_line: LabelReader
+    panels: list[tuple[BBox, str, str]], letters: list[str], read_line: LabelReader, bank: ImageBank
 ) -> list[tuple[BBox, str, str]] | None:
     """Panels sorted by the letter printed on each, when every panel shows a distinct caption letter."""
     labels = []
     for _, _, image_file in panels:
-        image = cv2.imread(image_file, cv2.IMREAD_COLOR)
-        label = read_panel_label(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), read_line) if image is not None else None
+        label = read_panel_label(bank.pixels(image_file), read_line, letters)
         if label is None:
             return None
         labels.append(label)
     if sorted(labels) != sorted(letters):
         return None
-    order = sorted(range(len(panels)), key=lambda i: letters.index(labels[i]))
+    order = sorted(range(len(panels)), key=lambda i: label_key(labels[i]))
     return [panels[i] for i in order]
 
 
-def _panels(cluster: Cluster, letters: list[str], extraction_dir: Path) -> list[tuple[BBox, str, str]]:
+def _panels(cluster: Cluster, letters: list[str], bank: ImageBank) -> list[tuple[BBox, str, str]]:
     """(page bbox, sha256, image path) per panel: the regions themselves, or a stitched image split."""
     if len(cluster.regions) == 1 and len(letters) > 1:
         region = cluster.regions[0]
-        image = cv2.cvtColor(cv2.imread(str(extraction_dir / region.image_file)), cv2.COLOR_BGR2RGB)
+        image = bank.pixels(region.image_file)
         boxes = split_panels(image, expected=len(letters))
         if len(boxes) > 1:
-            return [_store_crop(image, box, region, extraction_dir) for box in boxes]
-    return [(r.bbox, r.image_sha256, str((extraction_dir / r.image_file).resolve())) for r in cluster.regions]
+            return [_store_crop(image, box, region, bank) for box in boxes]
+    return [(r.bbox, r.image_sha256, r.image_file) for r in cluster.regions]
 
 
 def _store_crop(
-    image: np.ndarray, box: tuple[int, int, int, int], region: FigureRegion, extraction_dir: Path
+    image: np.ndarray, box: tuple[int, int, int, int], region: FigureRegion, bank: ImageBank
 ) -> tuple[BBox, str, str]:
     x0, y0, x1, y1 = box
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f"cannot encode a panel of {region.image_file}")
-    png = buffer.tobytes()
-    sha = hashlib.sha256(png).hexdigest()
-    path = extraction_dir / "images" / f"{sha}.png"
-    if not path.exists():
-        write_atomic(path, png)
+    sha, image_file = bank.put(image[y0:y1, x0:x1])
     rx0, ry0, rx1, ry1 = region.bbox
     sx = (rx1 - rx0) / image.shape[1]
     sy = (ry1 - ry0) / image.shape[0]
     bbox = (round(rx0 + x0 * sx, 2), round(ry0 + y0 * sy, 2), round(rx0 + x1 * sx, 2), round(ry0 + y1 * sy, 2))
-    return bbox, sha, str(path.resolve())
+    return bbox, sha, image_file
 
 
 def _alternatives(
-    figure: Figure, groups_by_page: dict[int, list[CaptionGroup]], panel: str | None, options: AlignOptions
+    group: CaptionGroup, groups_by_page: dict[int, list[CaptionGroup]], panel: str | None, options: AlignOptions
 ) -> list[CaptionChoice]:
     """Other captions a reviewer might pick: the figure's other panels, then other figures nearby."""
     choices: list[CaptionChoice] = []
-    group = figure.group
     for letter in group.letters:
         if letter != panel:
             choices.append(_choice(group, letter))

@@ -8,14 +8,12 @@ Handles both book styles (`图3-12 标题 A．… B．…` + `Fig. 3-12 Title. A
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
-from pipeline.captions import match_caption_start
+from foundation.labels import label_range
+from foundation.records import CaptionSegment, CaptionStart, ParsedCaption
+from pipeline.captions import match_caption_start, normalise_width
 from pipeline.clean import remove_ocr_spacing
 
-Language = str  # "en" | "zh"
-
-_LETTERS = "ABCDEFGHIJ"
 _BEFORE = r"(?:(?<=^)|(?<=[\s。；;，,:：)）\u4e00-\u9fff]))"
 _RANGE = rf"{_BEFORE}(?P<r0>[A-J])\s*[-–—~～至·−‐]\s*(?P<r1>[A-J])\s*[.:、．：](?!\d)"
 _SINGLE = rf"{_BEFORE}(?P<s>[A-J])\s*[.:、．：](?![\d.．]|[A-Za-z][.．])"
@@ -28,37 +26,7 @@ PANEL_MARKER = re.compile(f"{_RANGE}|{_SINGLE}|{_PAREN}|{_SIDE}|{_OCR_COMMA}")
 _SIDE_LETTER = {"左图": "A", "上图": "A", "右图": "B", "下图": "B"}
 
 
-@dataclass
-class CaptionSegment:
-    """A piece of caption text and the panels it describes (None: all panels)."""
-
-    letters: tuple[str, ...] | None
-    text: str
-
-
-@dataclass
-class ParsedCaption:
-    figure_id: str
-    language: Language
-    style: str
-    title: str
-    segments: list[CaptionSegment] = field(default_factory=list)
-
-    @property
-    def letters(self) -> list[str]:
-        found = {letter for seg in self.segments if seg.letters for letter in seg.letters}
-        return sorted(found, key=_LETTERS.index)
-
-    def panel_texts(self, letter: str | None) -> list[str]:
-        """This panel's text pieces: shared segments and the segments naming it, in printed order."""
-        return [
-            seg.text
-            for seg in self.segments
-            if seg.text and (seg.letters is None or letter is None or letter in seg.letters)
-        ]
-
-
-def _split_title(body: str, language: Language) -> tuple[str, str]:
+def _split_title(body: str, language: str) -> tuple[str, str]:
     """Title = first sentence (or, in Chinese, the words before the first space)."""
     body = body.strip()
     if language == "zh":
@@ -70,25 +38,36 @@ def _split_title(body: str, language: Language) -> tuple[str, str]:
     return body[: match.start()].strip(), body[match.end() :].strip()
 
 
-def parse_caption(text: str) -> ParsedCaption | None:
-    """Parse caption text that starts with a figure number; None if it does not."""
-    flat = remove_ocr_spacing(re.sub(r"\s*\n\s*", " ", text).strip())
-    start = match_caption_start(flat)
-    if not start:
-        return None
-    figure_id, style, offset = start
+def _flatten(text: str) -> str:
+    return remove_ocr_spacing(re.sub(r"\s*\n\s*", " ", text).strip())
+
+
+def parse_caption(text: str, start: CaptionStart | None = None) -> ParsedCaption | None:
+    """Parse caption text that starts with a figure number; None if it does not.
+
+    `start` is the figure number step 1 already found at the beginning of `text` (its offset is
+    in the width-normalised text, which has the same length); without it the text is matched here.
+    """
+    if start is None:
+        match = match_caption_start(_flatten(text))
+        if not match:
+            return None
+        figure_id, style, _ = match
+        body = _flatten(text)[match[2] :].strip()
+    else:
+        figure_id, style = start.figure_id, start.style
+        body = _flatten(normalise_width(text)[start.end :])
     language = "zh" if style == "zh" else "en"
-    body = flat[offset:].strip()
     markers = list(PANEL_MARKER.finditer(body))
     head = body[: markers[0].start()] if markers else body
     title, shared = _split_title(head, language)
     parsed = ParsedCaption(figure_id=figure_id, language=language, style=style, title=title.rstrip(".。 "))
     if shared:
-        parsed.segments.append(CaptionSegment(None, shared))
+        parsed.segments.append(CaptionSegment(letters=None, text=shared))
     for index, marker in enumerate(markers):
         end = markers[index + 1].start() if index + 1 < len(markers) else len(body)
         segment_text = body[marker.end() : end].strip()
-        parsed.segments.append(CaptionSegment(_marker_letters(marker), segment_text))
+        parsed.segments.append(CaptionSegment(letters=_marker_letters(marker), text=segment_text))
     _split_trailing_shared(parsed)
     return parsed
 
@@ -114,13 +93,12 @@ def _split_trailing_shared(parsed: ParsedCaption) -> None:
     last = _sentences(labelled[-1].text)
     if len(last) > 1:
         labelled[-1].text = last[0]
-        parsed.segments.append(CaptionSegment(None, " ".join(last[1:])))
+        parsed.segments.append(CaptionSegment(letters=None, text=" ".join(last[1:])))
 
 
 def _marker_letters(marker: re.Match[str]) -> tuple[str, ...]:
     if marker.group("r0"):
-        first, last = _LETTERS.index(marker.group("r0")), _LETTERS.index(marker.group("r1"))
-        return tuple(_LETTERS[first : last + 1])
+        return label_range(marker.group("r0"), marker.group("r1"))
     if marker.group("s"):
         return (marker.group("s"),)
     if marker.group("p"):

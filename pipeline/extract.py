@@ -2,19 +2,18 @@
 
 Born-digital pages use PyMuPDF's text layer and embedded images (with their placement boxes);
 pages without a usable text layer are deskewed, OCR'd, and their figures found on the raster.
-Each PDF is written to `<out>/<book>/` (extraction.json + images/<sha256>.png) through a
-temporary directory renamed into place, so a failure never leaves half an output behind.
+Step 1 fills a `DocumentRun` in memory: pages, figure regions, caption candidates (parsed once,
+here, for step 2), and rejects (images dropped as decoration that were not tiny, pages or images
+that could not be decoded: the book is then `partial`, not failed).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import re
-import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import cv2
@@ -22,9 +21,22 @@ import numpy as np
 import pymupdf
 from pydantic import BaseModel, Field
 
-from pipeline import __version__
+from foundation.documents import write_document_run
 from foundation.files import sha256_file
+from foundation.records import (
+    BBox,
+    DocumentRun,
+    FigureRegion,
+    PageRecord,
+    Reject,
+    SourceDocument,
+    Status,
+    TextBlock,
+)
+from pipeline.caption_parse import parse_caption
+from pipeline.images import ImageBank
 from pipeline.layout import (
+    caption_block_start,
     column_of,
     detect_columns,
     find_captions,
@@ -34,19 +46,8 @@ from pipeline.layout import (
     union_bbox,
 )
 from pipeline.ocr import OcrEngine, OcrLine, OcrOptions, create_ocr_engine
-from foundation.records import (
-    BBox,
-    DocumentExtraction,
-    FigureRegion,
-    PageRecord,
-    SourceDocument,
-    Status,
-    TextBlock,
-)
 
 log = logging.getLogger(__name__)
-
-EXTRACTION_FILE = "extraction.json"
 
 
 class ExtractOptions(BaseModel):
@@ -66,6 +67,9 @@ class ExtractOptions(BaseModel):
     allow_repaired: bool = Field(
         False, description="Accept damaged PDFs that PyMuPDF had to repair (otherwise they are reported as errors)."
     )
+    reject_min_area: float = Field(
+        900.0, description="Images dropped as decoration but at least this large (points²) are kept as rejects for review."
+    )
     ocr: OcrOptions = Field(default_factory=OcrOptions, description="OCR engine settings for scanned pages.")
 
 
@@ -80,6 +84,18 @@ def book_id(path: Path) -> str:
     """Stable book id from the file name: lower-case words joined by '-'."""
     slug = re.sub(r"[^\w]+", "-", path.stem.lower()).strip("-_")
     return slug or "book"
+
+
+def open_source(path: Path, options: ExtractOptions) -> tuple[pymupdf.Document, SourceDocument]:
+    """Open, validate and hash a PDF once; raises ExtractionError with the reason."""
+    path = Path(path)
+    doc = open_pdf(path, options)
+    try:
+        digest = sha256_file(path)
+    except OSError as exc:
+        doc.close()
+        raise ExtractionError(f"cannot read ({exc.strerror or exc})") from exc
+    return doc, SourceDocument(path=str(path), sha256=digest, book=book_id(path), page_count=doc.page_count)
 
 
 def open_pdf(path: Path, options: ExtractOptions) -> pymupdf.Document:
@@ -116,29 +132,6 @@ def open_pdf(path: Path, options: ExtractOptions) -> pymupdf.Document:
 # ---------------------------------------------------------------------------- images
 
 
-class ImageWriter:
-    """Writes PNGs content-addressed under images/, each distinct image once."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        (root / "images").mkdir(parents=True, exist_ok=True)
-
-    def write_png(self, png: bytes) -> tuple[str, str]:
-        digest = hashlib.sha256(png).hexdigest()
-        relative = f"images/{digest}.png"
-        target = self.root / relative
-        if not target.exists():
-            target.write_bytes(png)
-        return digest, relative
-
-
-def _encode_png(image: np.ndarray) -> bytes:
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buffer.tobytes()
-
-
 def _pixmap_to_rgb(pixmap: pymupdf.Pixmap) -> pymupdf.Pixmap:
     if pixmap.alpha:
         pixmap = pymupdf.Pixmap(pixmap, 0)
@@ -161,35 +154,32 @@ def _is_upright(transform: Iterable[float]) -> bool:
 
 
 def _native_blocks(page: pymupdf.Page, page_no: int) -> list[TextBlock]:
-    """Text blocks of the text layer, split where a line starts a new caption."""
-    from pipeline.captions import match_caption_start
-
+    """Text blocks of the text layer, split where a line starts a new caption (each line's
+    figure number is matched once, here, and kept on its block)."""
     blocks: list[TextBlock] = []
     for raw in page.get_text("dict", flags=pymupdf.TEXTFLAGS_TEXT)["blocks"]:
         if raw.get("type") != 0:
             continue
-        group: list[dict] = []
-        groups: list[list[dict]] = []
+        groups: list[tuple[list[tuple[dict, str]], object]] = []
         for line in raw["lines"]:
-            text = "".join(span["text"] for span in line["spans"])
-            if not text.strip():
+            text = "".join(span["text"] for span in line["spans"]).strip()
+            if not text:
                 continue
-            if group and match_caption_start(text):
-                groups.append(group)
-                group = []
-            group.append(line)
-        if group:
-            groups.append(group)
-        for lines in groups:
-            sizes = [span["size"] for line in lines for span in line["spans"] if span["text"].strip()]
+            start = caption_block_start(text)
+            if start is not None or not groups:
+                groups.append(([], start))
+            groups[-1][0].append((line, text))
+        for lines, start in groups:
+            sizes = [span["size"] for line, _ in lines for span in line["spans"] if span["text"].strip()]
             blocks.append(
                 TextBlock(
                     page=page_no,
-                    bbox=union_bbox([tuple(line["bbox"]) for line in lines]),
-                    text="\n".join("".join(span["text"] for span in line["spans"]).strip() for line in lines),
+                    bbox=union_bbox([tuple(line["bbox"]) for line, _ in lines]),
+                    text="\n".join(text for _, text in lines),
                     column=0,
                     order=0,
                     font_size=float(np.median(sizes)) if sizes else None,
+                    caption_start=start,
                 )
             )
     return blocks
@@ -226,7 +216,7 @@ def _merge_tiles(boxes: list[BBox], gap: float) -> list[list[int]]:
 
 
 def _native_regions(
-    doc: pymupdf.Document, page: pymupdf.Page, page_no: int, writer: ImageWriter, options: ExtractOptions
+    doc: pymupdf.Document, page: pymupdf.Page, page_no: int, bank: ImageBank, options: ExtractOptions, run: DocumentRun
 ) -> list[FigureRegion]:
     page_rect = page.rect
     placements = []
@@ -237,28 +227,37 @@ def _native_regions(
         if rect.width * rect.height >= 0.9 * page_rect.width * page_rect.height:
             continue  # page background, not a figure
         placements.append((tuple(rect), info))
-    kept = [
-        (box, info)
-        for box, info in placements
-        if min(box[2] - box[0], box[3] - box[1]) >= options.min_figure_side
-        or _tile_partner(box, [p[0] for p in placements], options.tile_gap)
-    ]
+    kept = []
+    for box, info in placements:
+        if min(box[2] - box[0], box[3] - box[1]) >= options.min_figure_side or _tile_partner(
+            box, [p[0] for p in placements], options.tile_gap
+        ):
+            kept.append((box, info))
+        else:
+            _reject_dropped(page_no, box, "thinner than the figure threshold", options, run)
     regions: list[FigureRegion] = []
     for group in _merge_tiles([box for box, _ in kept], options.tile_gap):
         bbox = union_bbox([kept[i][0] for i in group])
         width, height = bbox[2] - bbox[0], bbox[3] - bbox[1]
         if min(width, height) < options.min_figure_side or width * height < options.min_figure_area:
+            _reject_dropped(page_no, bbox, "smaller than the figure threshold", options, run)
             continue
         info = kept[group[0]][1]
-        if len(group) == 1 and info.get("xref") and _is_upright(info["transform"]):
-            pixels = _pixmap_array(pymupdf.Pixmap(doc, info["xref"]))
-            origin = "embedded"
-        else:
-            native_dpi = max(kept[i][1]["width"] / max(kept[i][0][2] - kept[i][0][0], 1) * 72 for i in group)
-            dpi = int(min(options.max_image_dpi, max(72, native_dpi)))
-            pixels = _pixmap_array(page.get_pixmap(clip=pymupdf.Rect(bbox), dpi=dpi))
-            origin = "merged" if len(group) > 1 else "embedded"
-        digest, relative = writer.write_png(_encode_png(pixels))
+        try:
+            if len(group) == 1 and info.get("xref") and _is_upright(info["transform"]):
+                pixels = _pixmap_array(pymupdf.Pixmap(doc, info["xref"]))
+                origin = "embedded"
+            else:
+                native_dpi = max(kept[i][1]["width"] / max(kept[i][0][2] - kept[i][0][0], 1) * 72 for i in group)
+                dpi = int(min(options.max_image_dpi, max(72, native_dpi)))
+                pixels = _pixmap_array(page.get_pixmap(clip=pymupdf.Rect(bbox), dpi=dpi))
+                origin = "merged" if len(group) > 1 else "embedded"
+            digest, relative = bank.put(pixels)
+        except Exception as exc:  # one undecodable image must not lose the rest of the book
+            reason = f"page {page_no}: image at {_box_text(bbox)} cannot be decoded ({type(exc).__name__}: {exc})"
+            run.note_error(reason)
+            run.rejects.append(Reject(kind="bad_image", step="extract", page=page_no, bbox=bbox, reason=reason))
+            continue
         regions.append(
             FigureRegion(
                 region_id=f"p{page_no}-r{len(regions) + 1}",
@@ -272,6 +271,25 @@ def _native_regions(
             )
         )
     return regions
+
+
+def _box_text(bbox: BBox) -> str:
+    return "(" + ", ".join(f"{v:.0f}" for v in bbox) + ")"
+
+
+def _reject_dropped(page_no: int, bbox: BBox, why: str, options: ExtractOptions, run: DocumentRun) -> None:
+    """An image dropped as decoration that is not tiny may be a figure the build missed."""
+    area = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1])
+    if area >= options.reject_min_area:
+        run.rejects.append(
+            Reject(
+                kind="dropped_image",
+                step="extract",
+                page=page_no,
+                bbox=tuple(round(v, 2) for v in bbox),
+                reason=f"image {bbox[2] - bbox[0]:.0f}x{bbox[3] - bbox[1]:.0f} pt dropped as decoration ({why})",
+            )
+        )
 
 
 def _tile_partner(box: BBox, others: list[BBox], gap: float) -> bool:
@@ -373,11 +391,11 @@ def _merge_overlapping(boxes: list[list[int]]) -> list[list[int]]:
 
 
 def _ocr_blocks(lines: list[OcrLine], page_no: int, scale: float, inverse: np.ndarray) -> list[TextBlock]:
-    """Group OCR lines into blocks: consecutive lines of one column, close together."""
-    from pipeline.captions import match_caption_start
-
+    """Group OCR lines into blocks: consecutive lines of one column, close together; a line that
+    starts with a figure number starts a block (matched once per line, kept on the block)."""
     lines = sorted(lines, key=lambda line: (line.box[1], line.box[0]))
     blocks: list[list[OcrLine]] = []
+    starts: list[object] = []
     for line in lines:
         height = line.box[3] - line.box[1]
         target = None
@@ -395,22 +413,25 @@ def _ocr_blocks(lines: list[OcrLine], page_no: int, scale: float, inverse: np.nd
             ):
                 target = block
                 break
-        if target is None or match_caption_start(line.text):
+        start = caption_block_start(line.text.strip())
+        if target is None or start is not None:
             blocks.append([line])
+            starts.append(start)
         else:
             target.append(line)
     records = []
-    for block in blocks:
+    for block, start in zip(blocks, starts, strict=True):
         box = union_bbox([line.box for line in block])
         heights = [line.box[3] - line.box[1] for line in block]
         records.append(
             TextBlock(
                 page=page_no,
                 bbox=_map_box(box, inverse, scale),
-                text="\n".join(line.text for line in block),
+                text="\n".join(line.text.strip() for line in block),
                 column=0,
                 order=0,
                 source="ocr",
+                caption_start=start,
                 confidence=round(float(np.mean([line.confidence for line in block])), 4),
                 font_size=round(float(np.median(heights)) * scale * 0.8, 2),
             )
@@ -422,7 +443,7 @@ def _scanned_page(
     doc: pymupdf.Document,
     page: pymupdf.Page,
     page_no: int,
-    writer: ImageWriter,
+    bank: ImageBank,
     options: ExtractOptions,
     ocr: OcrEngine,
 ) -> tuple[list[TextBlock], list[FigureRegion], float]:
@@ -440,8 +461,7 @@ def _scanned_page(
     blocks = _ocr_blocks([line for line in lines if not inside_figure(line)], page_no, scale, inverse)
     regions = []
     for x0, y0, x1, y1 in figure_boxes:
-        crop = np.ascontiguousarray(deskewed[y0:y1, x0:x1])
-        digest, relative = writer.write_png(_encode_png(crop))
+        digest, relative = bank.put(deskewed[y0:y1, x0:x1])
         regions.append(
             FigureRegion(
                 region_id=f"p{page_no}-r{len(regions) + 1}",
@@ -459,61 +479,60 @@ def _scanned_page(
 # ---------------------------------------------------------------------------- documents
 
 
-def iter_pages(
-    doc: pymupdf.Document, writer: ImageWriter, options: ExtractOptions, ocr_factory
-) -> Iterator[PageRecord]:
-    """Extract page by page so memory stays flat however long the book is."""
-    for index in range(doc.page_count):
-        page = doc.load_page(index)
-        page_no = index + 1
-        native_chars = len(page.get_text("text").strip())
-        scanned = native_chars < options.scanned_min_chars and bool(page.get_images())
-        skew = 0.0
-        if scanned:
-            blocks, regions, skew = _scanned_page(doc, page, page_no, writer, options, ocr_factory())
-        else:
-            blocks = _native_blocks(page, page_no)
-            regions = _native_regions(doc, page, page_no, writer, options)
-        mark_running_text(blocks, page.rect.height, options.header_band)
-        columns = detect_columns(blocks, page.rect.width)
-        for block in blocks:
-            if block.role == "body":
-                block.column = column_of(block.bbox, columns)
-        ordered = reading_order(blocks)
-        captions = find_captions(ordered, options.caption_gap)
-        pymupdf.TOOLS.store_shrink(100)  # drop cached page resources: memory stays flat
-        yield PageRecord(
-            page=page_no,
-            width=round(page.rect.width, 2),
-            height=round(page.rect.height, 2),
-            scanned=scanned,
-            skew_degrees=skew,
-            column_bounds=[(round(a, 2), round(b, 2)) for a, b in columns],
-            blocks=ordered,
-            regions=regions,
-            captions=captions,
-        )
+OcrFactory = Callable[[], OcrEngine]
 
 
-def options_hash(options: ExtractOptions) -> str:
-    return hashlib.sha256(options.model_dump_json().encode()).hexdigest()[:16]
+def extract_page(
+    doc: pymupdf.Document,
+    index: int,
+    bank: ImageBank,
+    options: ExtractOptions,
+    ocr_factory: OcrFactory,
+    run: DocumentRun,
+) -> PageRecord:
+    """Step 1 on one page: blocks, columns, reading order, regions and parsed caption candidates."""
+    page = doc.load_page(index)
+    page_no = index + 1
+    native_chars = len(page.get_text("text").strip())
+    scanned = native_chars < options.scanned_min_chars and bool(page.get_images())
+    skew = 0.0
+    if scanned:
+        blocks, regions, skew = _scanned_page(doc, page, page_no, bank, options, ocr_factory())
+    else:
+        blocks = _native_blocks(page, page_no)
+        regions = _native_regions(doc, page, page_no, bank, options, run)
+    mark_running_text(blocks, page.rect.height, options.header_band)
+    columns = detect_columns(blocks, page.rect.width)
+    for block in blocks:
+        if block.role == "body":
+            block.column = column_of(block.bbox, columns)
+    ordered = reading_order(blocks)
+    captions = find_captions(ordered, options.caption_gap)
+    for caption in captions:
+        first = next(b for b in ordered if b.order == caption.block_orders[0])
+        caption.parsed = parse_caption(caption.text, first.caption_start)
+    return PageRecord(
+        page=page_no,
+        width=round(page.rect.width, 2),
+        height=round(page.rect.height, 2),
+        scanned=scanned,
+        skew_degrees=skew,
+        column_bounds=[(round(a, 2), round(b, 2)) for a, b in columns],
+        blocks=ordered,
+        regions=regions,
+        captions=captions,
+    )
 
 
-def extract_pdf(
-    pdf_path: Path, out_dir: Path, options: ExtractOptions | None = None, pdf_sha256: str | None = None
-) -> DocumentExtraction:
-    """Extract one PDF into `<out_dir>/<book>/`; raises ExtractionError for unusable inputs.
+def extract_document(
+    doc: pymupdf.Document, run: DocumentRun, bank: ImageBank, options: ExtractOptions | None = None
+) -> DocumentRun:
+    """Step 1 for an opened PDF, page by page so memory stays flat however long the book is.
 
-    `pdf_sha256`, when the caller has already hashed the file, saves reading it twice.
+    A page that fails is recorded (error naming the page, a `bad_page` reject) and the book goes
+    on as `partial`.
     """
     options = options or ExtractOptions()
-    pdf_path = Path(pdf_path)
-    doc = open_pdf(pdf_path, options)
-    source = SourceDocument(
-        path=str(pdf_path), sha256=pdf_sha256 or sha256_file(pdf_path), book=book_id(pdf_path), page_count=doc.page_count
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{source.book}.", suffix=".partial", dir=out_dir))
     engine: list[OcrEngine] = []
 
     def ocr_factory() -> OcrEngine:
@@ -521,86 +540,75 @@ def extract_pdf(
             engine.append(create_ocr_engine(options.ocr))
         return engine[0]
 
+    started = time.perf_counter()
+    for index in range(doc.page_count):
+        try:
+            run.pages.append(extract_page(doc, index, bank, options, ocr_factory, run))
+        except Exception as exc:  # one broken page must not lose the rest of the book
+            reason = f"page {index + 1}: {type(exc).__name__}: {exc}"
+            log.warning("%s: %s", Path(run.pdf).name, reason)
+            run.note_error(reason)
+            run.rejects.append(Reject(kind="bad_page", step="extract", page=index + 1, reason=reason))
+        finally:
+            pymupdf.TOOLS.store_shrink(100)  # drop cached page resources: memory stays flat
+    run.ocr_engine = engine[0].name if engine else None
+    run.seconds["extract"] = round(time.perf_counter() - started, 4)
+    if not run.pages:
+        run.status = Status.failed
+    return run
+
+
+def render_region(doc: pymupdf.Document, page_no: int, bbox: BBox, bank: ImageBank, dpi: int = 150) -> tuple[str, str]:
+    """A region of a page as a stored image (for rejects that have no image of their own)."""
+    page = doc.load_page(page_no - 1)
+    clip = pymupdf.Rect(bbox) & page.rect
+    return bank.put(_pixmap_array(page.get_pixmap(clip=clip, dpi=dpi)))
+
+
+def new_run(pdf: Path, source: SourceDocument | None = None) -> DocumentRun:
+    pdf = Path(pdf)
+    return DocumentRun(pdf=str(pdf), book=source.book if source else book_id(pdf), source=source)
+
+
+def extract_pdf(pdf_path: Path, out_dir: Path, options: ExtractOptions | None = None) -> DocumentRun:
+    """Step 1 alone: extract one PDF into `<out_dir>/<book>/` (document.json + images/).
+
+    Raises ExtractionError for unusable inputs; the output appears whole or not at all.
+    """
+    options = options or ExtractOptions()
+    doc, source = open_source(Path(pdf_path), options)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{source.book}.", suffix=".partial", dir=out_dir))
     try:
-        writer = ImageWriter(staging)
-        result = DocumentExtraction(
-            source=source, pipeline_version=__version__, config_hash=options_hash(options)
-        )
-        for record in iter_pages(doc, writer, options, ocr_factory):
-            result.pages.append(record)
-        result.ocr_engine = engine[0].name if engine else None
-        (staging / EXTRACTION_FILE).write_text(result.model_dump_json(indent=1), encoding="utf-8")
-        _replace_dir(staging, out_dir / source.book)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        run = extract_document(doc, new_run(pdf_path, source), ImageBank(staging), options)
     finally:
         doc.close()
-    return result
+    write_document_run(run, staging, out_dir / source.book)
+    return run
 
 
-def _replace_dir(staging: Path, final: Path) -> None:
-    """Move a finished directory into place; an older output is swapped out, then removed."""
-    if final.exists():
-        retired = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, retired)
-        os.replace(staging, final)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, final)
-
-
-def load_extraction(book_dir: Path) -> DocumentExtraction:
-    return DocumentExtraction.model_validate_json((book_dir / EXTRACTION_FILE).read_text(encoding="utf-8"))
-
-
-class ExtractionOutcome(BaseModel):
-    """What happened to one input of a batch."""
-
-    path: str
-    status: Status
-    error: str | None = None
-    output_dir: str | None = None
-    pages: int = 0
-    scanned_pages: int = 0
-    regions: int = 0
-    captions: int = 0
-
-
-def extract_pdfs(paths: Iterable[Path], out_dir: Path, options: ExtractOptions | None = None) -> list[ExtractionOutcome]:
+def extract_pdfs(paths: Iterable[Path], out_dir: Path, options: ExtractOptions | None = None) -> list[DocumentRun]:
     """Extract a batch; a bad PDF is reported (file and reason) and the others go on."""
-    outcomes = []
+    runs = []
     for path in paths:
         path = Path(path)
         try:
-            result = extract_pdf(path, out_dir, options)
+            run = extract_pdf(path, out_dir, options)
         except ExtractionError as exc:
             log.error("%s: %s", path, exc)
-            outcomes.append(ExtractionOutcome(path=str(path), status=Status.failed, error=str(exc)))
+            runs.append(new_run(path).fail(str(exc)))
             continue
         except Exception as exc:  # an unexpected failure must not stop the batch either
             log.error("%s: extraction failed (%s: %s)", path, type(exc).__name__, exc)
-            outcomes.append(
-                ExtractionOutcome(path=str(path), status=Status.failed, error=f"{type(exc).__name__}: {exc}")
-            )
+            runs.append(new_run(path).fail(f"{type(exc).__name__}: {exc}"))
             continue
         log.info(
             "%s: %d pages (%d scanned), %d figure regions, %d captions",
             path.name,
-            len(result.pages),
-            sum(p.scanned for p in result.pages),
-            sum(len(p.regions) for p in result.pages),
-            sum(len(p.captions) for p in result.pages),
+            run.page_count,
+            run.scanned_pages,
+            sum(len(p.regions) for p in run.pages),
+            sum(len(p.captions) for p in run.pages),
         )
-        outcomes.append(
-            ExtractionOutcome(
-                path=str(path),
-                status=result.status,
-                output_dir=str(out_dir / result.source.book),
-                pages=len(result.pages),
-                scanned_pages=sum(p.scanned for p in result.pages),
-                regions=sum(len(p.regions) for p in result.pages),
-                captions=sum(len(p.captions) for p in result.pages),
-            )
-        )
-    return outcomes
+        runs.append(run)
+    return runs

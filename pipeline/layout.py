@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from foundation.records import BBox, CaptionCandidate, CaptionStart, TextBlock
 from pipeline.captions import match_caption_start
-from foundation.records import BBox, CaptionCandidate, TextBlock
+
+
+def caption_block_start(text: str) -> CaptionStart | None:
+    """The figure number a line starts with (matched once per line when blocks are made)."""
+    match = match_caption_start(text)
+    if match is None:
+        return None
+    figure_id, style, end = match
+    return CaptionStart(figure_id=figure_id, style=style, end=end)
 
 
 def union_bbox(boxes: Sequence[BBox]) -> BBox:
@@ -68,7 +77,7 @@ def reading_order(blocks: list[TextBlock]) -> list[TextBlock]:
 def mark_running_text(blocks: Sequence[TextBlock], page_height: float, band: float) -> None:
     """Single-line blocks in the top/bottom margin band are running headers and page numbers."""
     for block in blocks:
-        if "\n" in block.text.strip() or match_caption_start(block.text):
+        if "\n" in block.text.strip() or block.caption_start is not None:
             continue
         if block.bbox[3] <= band * page_height:
             block.role = "header"
@@ -82,11 +91,10 @@ def find_captions(ordered: Sequence[TextBlock], continuation_gap: float) -> list
     index = 0
     while index < len(ordered):
         block = ordered[index]
-        match = match_caption_start(block.text) if block.role != "footer" else None
-        if not match:
+        start = block.caption_start if block.role != "footer" else None
+        if start is None:
             index += 1
             continue
-        figure_id, style, _ = match
         block.role = "caption"
         members = [block]
         nxt = index + 1
@@ -98,8 +106,8 @@ def find_captions(ordered: Sequence[TextBlock], continuation_gap: float) -> list
             CaptionCandidate(
                 page=block.page,
                 bbox=union_bbox([m.bbox for m in members]),
-                figure_id=figure_id,
-                style=style,
+                figure_id=start.figure_id,
+                style=start.style,
                 text="\n".join(m.text for m in members),
                 column=block.column,
                 block_orders=[m.order for m in members],
@@ -111,7 +119,7 @@ def find_captions(ordered: Sequence[TextBlock], continuation_gap: float) -> list
 
 
 def _continues_caption(previous: TextBlock, candidate: TextBlock, max_gap: float) -> bool:
-    if candidate.role != "body" or candidate.column != previous.column or match_caption_start(candidate.text):
+    if candidate.role != "body" or candidate.column != previous.column or candidate.caption_start is not None:
         return False
     gap = candidate.bbox[1] - previous.bbox[3]
     line_height = previous.font_size or 10.0

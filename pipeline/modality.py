@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import re
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, Field
 
-from foundation.records import Modality
+from foundation.records import DocumentRun, Modality, Reject
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,10 @@ class ModalityOptions(BaseModel):
     caption_weight: float = Field(1.0, ge=0.0, description="Multiplier on the caption cue log-odds; 0 ignores captions.")
     disagreement_penalty: float = Field(0.7, gt=0.0, le=1.0, description="Confidence factor applied when image and caption point to different modalities.")
     max_side: int = Field(256, ge=64, le=2048, description="Images are downscaled so their longest side is at most this many pixels before feature extraction.")
+    retinal_looking_threshold: float = Field(
+        0.25, ge=0.0, le=1.0,
+        description="A panel classed 'other' whose image gives the retinal classes at least this probability goes to review as a possible miss.",
+    )
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="JSON file with the fitted image-model parameters.")
     cues_path: Path = Field(DEFAULT_CUES_PATH, description="YAML file with caption cue patterns.")
 
@@ -514,3 +519,48 @@ def classify_batch(
             logger.warning("modality: panel %d skipped: %s", index, error)
             results.append(None)
     return results
+
+
+def classify_document(run: DocumentRun, pixels, options: ModalityOptions | None = None) -> DocumentRun:
+    """Step 3: modality of every pair of a run, from its image (`pixels(image_file)` -> RGB) and
+    its own caption text.
+
+    A panel whose image cannot be read is dropped with an error naming its page (the book is
+    then partial); a retinal-looking panel classed 'other' is queued and kept as a reject.
+    """
+    options = options or ModalityOptions()
+    started = time.perf_counter()
+    model = load_image_model(Path(options.model_path))
+    retinal_classes = [i for i, name in enumerate(model.classes) if model.reported_as[name] != "other"]
+    kept = []
+    for pair in run.pairs:
+        try:
+            result = classify_modality(pixels(pair.image_file), pair.caption_en or pair.caption_zh, options)
+        except Exception as exc:  # one unreadable panel must not lose the rest of the book
+            reason = f"page {pair.page}: panel {pair.pair_id} cannot be classified ({type(exc).__name__}: {exc})"
+            run.note_error(reason)
+            run.rejects.append(
+                Reject(kind="bad_image", step="modality", page=pair.page, bbox=pair.bbox, reason=reason,
+                       figure_id=pair.figure_id, pair_id=pair.pair_id)
+            )
+            continue
+        pair.modality = result.modality
+        pair.modality_sublabel = result.sublabel
+        pair.modality_confidence = round(result.confidence, 4)
+        pair.reasons.extend(f"modality {reason}" for reason in result.reasons)
+        if result.needs_review and pair.review_status == "auto_accepted":
+            pair.review_status = "queued"
+            pair.reasons.append(f"modality confidence {result.confidence:.2f} is low")
+        retinal = sum(result.image_probabilities.get(model.classes[i], 0.0) for i in retinal_classes)
+        if result.modality == "other" and retinal >= options.retinal_looking_threshold:
+            reason = f"classed 'other' but the image looks retinal (retinal classes {retinal:.2f})"
+            pair.review_status = "queued"
+            pair.reasons.append(f"possible miss: {reason}")
+            run.rejects.append(
+                Reject(kind="retinal_looking_other", step="modality", page=pair.page, bbox=pair.bbox, reason=reason,
+                       figure_id=pair.figure_id, pair_id=pair.pair_id)
+            )
+        kept.append(pair)
+    run.pairs = kept
+    run.seconds["modality"] = round(time.perf_counter() - started, 4)
+    return run

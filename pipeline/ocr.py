@@ -147,3 +147,13 @@ def _cached_engine(options_json: str) -> OcrEngine:
 def create_ocr_engine(options: OcrOptions | None = None) -> OcrEngine:
     """Return a (process-wide cached) OCR engine; loading models takes a moment, so reuse it."""
     return _cached_engine((options or OcrOptions()).model_dump_json())
+
+
+def line_reader(options: OcrOptions | None = None):
+    """The configured engine's single-line recogniser (panel labels), loading the engine only
+    when a label is first read."""
+
+    def read(image: np.ndarray) -> tuple[str, float] | None:
+        return create_ocr_engine(options).recognise_line(image)
+
+    return read

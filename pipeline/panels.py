@@ -9,9 +9,12 @@ first, then each row into columns, so 2x2 and 2x3 grids come out in reading orde
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
+
+from foundation.labels import PANEL_LETTERS
 
 PixelBox = tuple[int, int, int, int]
 
@@ -188,7 +191,9 @@ def label_candidates(image: np.ndarray) -> list[np.ndarray]:
     return crops
 
 
-def read_panel_label(image: np.ndarray, read_line, letters: str = "ABCDEFGHIJ", min_score: float = 0.5) -> str | None:
+def read_panel_label(
+    image: np.ndarray, read_line, letters: Sequence[str] = tuple(PANEL_LETTERS), min_score: float = 0.5
+) -> str | None:
     """The panel letter printed in the image's top-left corner, or None.
 
     `read_line(crop) -> (text, score) | None` is an OCR engine's single-line recogniser. The
@@ -201,6 +206,6 @@ def read_panel_label(image: np.ndarray, read_line, letters: str = "ABCDEFGHIJ", 
             continue
         text, score = result
         text = text.strip().strip(".()").upper()
-        if len(text) == 1 and text in letters and score >= min_score:
+        if text in letters and score >= min_score:
             return text
     return None

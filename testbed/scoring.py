@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pipeline.clean import normalise_for_match
-from foundation.records import BBox, DocumentExtraction, Pair
+from foundation.records import BBox, DocumentRun, Pair
 from testbed.sample_atlas import PanelTruth
 
 MODALITIES = ["CFP", "FFA", "OCT", "other"]
@@ -38,7 +38,7 @@ def _breakdowns(truth: PanelTruth) -> list[str]:
     ]
 
 
-def extraction_recall(truth: Sequence[PanelTruth], extractions: Iterable[DocumentExtraction], threshold: float = 0.5) -> dict:
+def extraction_recall(truth: Sequence[PanelTruth], extractions: Iterable[DocumentRun], threshold: float = 0.5) -> dict:
     """Share of truth panels covered by a step-1 region (IoU ≥ threshold with the panel, or with
     the whole figure for stitched figures), by scanned/born-digital; plus caption-id coverage."""
     regions: dict[tuple[str, int], list[BBox]] = defaultdict(list)

@@ -44,10 +44,7 @@ def sample_build(sample_atlas, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def sample_extraction(sample_build):
-    """Step-1 output of the sample build: (books dir, book results, extractions by book)."""
-    from pipeline.extract import load_extraction
-
+    """Step-1 output of the sample build: (documents dir, runs, runs by book)."""
     options, record, _ = sample_build
-    books_dir = options.work_dir / "books"
-    extractions = {b.book: load_extraction(books_dir / b.book) for b in record.books if b.error is None}
-    return books_dir, record.books, extractions
+    extractions = {d.book: d for d in record.documents if not d.failed}
+    return options.documents_dir, record.documents, extractions

@@ -8,7 +8,7 @@ import logging
 import pyarrow.parquet as pq
 import pytest
 
-from curation.build import process_pdf, publish_build, record_build
+from curation.build import process_document, publish_build, record_build
 from curation.review_store import ReviewStore, content_key
 from testbed.scoring import score_manifest, score_pairs
 
@@ -71,7 +71,7 @@ def test_manifest_rows_and_metadata(sample_build):
     rows = table.to_pylist()
     assert {row["modality"] for row in rows} == {"CFP", "FFA", "OCT"}
     assert all(row["page"] >= 1 and len(row["bbox"]) == 4 for row in rows)
-    assert published.counts["by_book"].keys() == {b.book for b in record.books}
+    assert published.counts["by_book"].keys() == {d.book for d in record.documents}
 
 
 def test_missing_translation_is_marked_and_said_once(sample_build):
@@ -83,7 +83,7 @@ def test_missing_translation_is_marked_and_said_once(sample_build):
 def test_unchanged_rebuild_reuses_work_and_publishes_the_same_content(sample_build, sample_atlas, caplog):
     options, record, published = sample_build
     caplog.set_level(logging.INFO)
-    books = [process_pdf(pdf, options) for pdf in sample_atlas.pdfs]
+    books = [process_document(pdf, options) for pdf in sample_atlas.pdfs]
     assert all(book.cached for book in books)
     again = record_build(books, options)
     assert again.build_id == record.build_id
@@ -99,7 +99,7 @@ def test_review_decisions_apply_on_publish_and_survive_a_rebuild(sample_build, s
     doubtful = target.model_copy(update={"review_status": "queued"})
     store.register_build("build-with-a-doubt", options.dataset, [doubtful])
     store.decide(content_key(target), "edit_caption", "tester", caption_zh="人工校对的说明。", caption_en=target.caption_en)
-    rebuilt = record_build([process_pdf(pdf, options) for pdf in sample_atlas.pdfs], options)
+    rebuilt = record_build([process_document(pdf, options) for pdf in sample_atlas.pdfs], options)
     summary = publish_build(rebuilt, options)
     rows = {row["pair_id"]: row for row in pq.read_table(f"{summary.path}/manifest.parquet").to_pylist()}
     row = rows[target.pair_id]
@@ -110,9 +110,9 @@ def test_a_bad_pdf_fails_alone(sample_build, sample_atlas, tmp_path):
     options, _, _ = sample_build
     bad = tmp_path / "broken.pdf"
     bad.write_bytes(b"%PDF-1.7\n garbage without objects")
-    result = process_pdf(bad, options)
+    result = process_document(bad, options)
     assert result.status.value == "failed" and result.error
-    good = process_pdf(sample_atlas.pdfs[0], options)
+    good = process_document(sample_atlas.pdfs[0], options)
     assert good.status.value == "success" and good.pairs
 
 

@@ -152,12 +152,13 @@ def test_build_completes_and_reports_the_bad_pdf(first_build: FlowRun, inputs) -
 
     flow_run = _read(lambda client: client.read_flow_run(first_build.flow_run_id))
     assert flow_run.state.is_completed(), flow_run.state
-    outcomes = {Path(o.result.pdf).name: o for o in first_build.result.outcomes}
-    assert outcomes["broken-scan.pdf"].result.status == Status.failed
-    assert "not a PDF" in outcomes["broken-scan.pdf"].result.error
+    documents = {Path(d.pdf).name: d for d in first_build.result.record.documents}
+    assert documents["broken-scan.pdf"].status == Status.failed
+    assert "not a PDF" in documents["broken-scan.pdf"].error
     for book in BOOKS:
-        result = outcomes[f"{book}.pdf"].result
-        assert result.status == Status.success and result.pairs, book
+        document = documents[f"{book}.pdf"]
+        assert document.status == Status.success and document.pairs, book
+        assert set(document.seconds) >= {"open", "extract", "align", "modality"}, document.seconds
     published = first_build.result.published
     assert published is not None and published.n_pairs > 0
     assert (Path(published.path) / "manifest.parquet").is_file()
@@ -193,12 +194,22 @@ def test_run_shows_summary_examples_review_link_and_progress(first_build: FlowRu
 
 @needs_server
 def test_logs_have_one_line_per_pdf_and_step(first_build: FlowRun) -> None:
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
-    logs = _read(
-        lambda client: client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first_build.flow_run_id]))
+    children = _read(
+        lambda client: client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[first_build.flow_run_id]))
         )
+    )
+    assert [child.name for child in children] and all(child.state.is_completed() for child in children)
+    run_ids = [first_build.flow_run_id, *(str(child.id) for child in children)]
+    logs = _read(
+        lambda client: client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
     )
     messages = [log.message for log in logs]
     for book in BOOKS:
@@ -246,8 +257,8 @@ def test_rebuild_comes_from_cache_and_keeps_review_decisions(first_build: FlowRu
     store.decide(item.item_key, "edit_caption", "flow-test", caption_en=edited, caption_zh=item.pair.caption_zh)
 
     rebuild = run_build(pdfs, options)
-    outcomes = rebuild.result.outcomes
-    assert all(o.from_prefect_cache and o.task_state == "Cached" for o in outcomes), [o.task_state for o in outcomes]
+    documents = [d for d in rebuild.result.record.documents if not d.failed]
+    assert documents and all(d.cached for d in documents), [d.cached for d in documents]
     assert rebuild.result.record.build_id == record.build_id
 
     published = rebuild.result.published
@@ -282,45 +293,45 @@ def test_only_transient_errors_are_retried(error: BaseException, retried: bool) 
     assert process_pdf_task.retries == 2
 
 
-def test_cache_key_follows_pdf_content_config_and_work_dir(tmp_path: Path, review_build) -> None:  # noqa: ANN001
-    from flows.build_flow import pdf_cache_key
-    from curation.build import BuildOptions
+def test_cache_key_follows_pdf_content_config_and_code_only(tmp_path: Path, review_build) -> None:  # noqa: ANN001
+    from curation.build import BuildOptions, cache_key
+    from foundation.files import sha256_file
 
     options = BuildOptions(work_dir=tmp_path / "work")
-    pdf = review_build.pdf_path
-    key = pdf_cache_key(None, {"pdf": pdf, "options": options})
-    assert key == pdf_cache_key(None, {"pdf": pdf, "options": options.model_copy(deep=True)})
+    sha = sha256_file(review_build.pdf_path)
+    key = cache_key(sha, options)
+    assert key == cache_key(sha, options.model_copy(deep=True))
     stricter = options.model_copy(deep=True)
     stricter.align.review_threshold = 0.99
-    assert pdf_cache_key(None, {"pdf": pdf, "options": stricter}) != key
-    assert pdf_cache_key(None, {"pdf": pdf, "options": BuildOptions(work_dir=tmp_path / "other")}) != key
-    copy = tmp_path / "copy.pdf"
-    copy.write_bytes(pdf.read_bytes() + b"\n% appended comment\n")
-    assert pdf_cache_key(None, {"pdf": copy, "options": options}) != key
-    assert pdf_cache_key(None, {"pdf": tmp_path / "missing.pdf", "options": options}) is None
-
+    assert cache_key(sha, stricter) != key
+    elsewhere = BuildOptions(work_dir=tmp_path / "other", registry_root=tmp_path / "r", runner={"kind": "processes"})
+    assert cache_key(sha, elsewhere) == key, "paths and the runner do not change what the steps produce"
+    assert cache_key("0" * 64, options) != key
 
 def test_artifact_builders_summarise_and_embed_small_thumbnails(tmp_path: Path, review_build) -> None:  # noqa: ANN001
-    from flows.artifacts import BookOutcome, examples_markdown, pick_examples, review_page_url, summary_rows
-    from curation.build import BookResult, BuildRecord
-    from foundation.records import Status
+    from curation.build import BuildRecord
+    from flows.artifacts import examples_markdown, pick_examples, review_page_url, summary_rows
+    from foundation.records import DocumentRun, Reject, Status
 
     pairs = [p.model_copy(update={"image_file": str(review_build.image_dir / p.image_file)}) for p in review_build.pairs]
     pairs[2] = pairs[2].model_copy(update={"review_status": "auto_accepted"})
-    good = BookResult(pdf=str(review_build.pdf_path), book="atlas-a", pages=1, figures=3, pairs=pairs, cached=True)
-    bad = BookResult(pdf=str(tmp_path / "notes.pdf"), book="notes", status=Status.failed, error="not a PDF (no %PDF- header)")
-    outcomes = [BookOutcome(result=good), BookOutcome(result=bad, task_state="Completed")]
-    rows = summary_rows(outcomes)
+    miss = Reject(kind="figure_without_caption", step="align", page=1, reason="no caption", proposal=pairs[0])
+    good = DocumentRun(pdf=str(review_build.pdf_path), book="atlas-a", pairs=pairs, rejects=[miss], cached=True)
+    good.note_error("page 2: image at (1, 2, 3, 4) cannot be decoded")
+    bad = DocumentRun(pdf=str(tmp_path / "notes.pdf"), book="notes").fail("not a PDF (no %PDF- header)")
+    rows = summary_rows([good, bad])
     assert [row["book"] for row in rows] == ["atlas-a", "notes", "TOTAL"]
     assert (rows[0]["CFP"], rows[0]["FFA"], rows[0]["OCT"]) == (1, 1, 1)
-    assert (rows[0]["queued"], rows[0]["auto-accepted"], rows[0]["cache"]) == (2, 1, "pipeline cache")
+    assert (rows[0]["queued"], rows[0]["auto-accepted"], rows[0]["cache"]) == (2, 1, "reused")
+    assert rows[0]["status"] == "partial" and "page 2" in rows[0]["failure"]
+    assert rows[0]["possible misses"] == 1
     assert rows[1]["failure"] == "not a PDF (no %PDF- header)"
-    assert rows[2]["status"] == "1 failed" and rows[2]["pairs"] == 3
+    assert rows[2]["status"] == "1 failed, 1 partial" and rows[2]["pairs"] == 3
 
     examples = pick_examples(pairs, 3)
     assert examples[0].review_status == "queued"
     assert {p.modality for p in examples} == {"CFP", "FFA", "OCT"}
-    record = BuildRecord(build_id="build-abc", dataset="mm-retinal", created="now", books=[good, bad], review_db="r.sqlite")
+    record = BuildRecord(build_id="build-abc", dataset="mm-retinal", created="now", documents=[good, bad], review_db="r.sqlite")
     url = review_page_url("http://127.0.0.1:8765/", record.build_id)
     assert url == "http://127.0.0.1:8765/queue?build=build-abc"
     markdown = examples_markdown(record, url)

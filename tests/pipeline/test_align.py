@@ -6,8 +6,12 @@ import cv2
 import numpy as np
 import pymupdf
 
+from pathlib import Path
+
 from pipeline.align import AlignOptions, align_document
 from pipeline.extract import extract_pdf
+from pipeline.images import ImageBank
+from pipeline.ocr import line_reader
 from testbed.synthetic_images import cfp_image, draw_panel_label, ffa_image, oct_image
 
 
@@ -36,11 +40,16 @@ def _column_major_grid_pdf(path) -> dict[str, tuple[float, float]]:
     return origins
 
 
+def _align(tmp_path, options: AlignOptions | None = None):
+    run = extract_pdf(tmp_path / "grid.pdf", tmp_path / "out")
+    return align_document(run, ImageBank(Path(run.directory)), options, read_line=line_reader())
+
+
 def test_grid_panels_follow_their_printed_letters(tmp_path):
     origins = _column_major_grid_pdf(tmp_path / "grid.pdf")
-    extraction = extract_pdf(tmp_path / "grid.pdf", tmp_path / "out")
-    pairs, report = align_document(extraction, tmp_path / "out" / "grid")
-    assert report.unmatched_captions == []
+    run = _align(tmp_path)
+    pairs = run.pairs
+    assert [r.kind for r in run.rejects] == []
     by_panel = {pair.panel: pair for pair in pairs}
     assert sorted(by_panel) == ["A", "B", "C", "D"]
     for letter, (x, y) in origins.items():
@@ -51,8 +60,8 @@ def test_grid_panels_follow_their_printed_letters(tmp_path):
 
 def test_without_label_reading_a_grid_falls_back_to_reading_order(tmp_path):
     _column_major_grid_pdf(tmp_path / "grid.pdf")
-    extraction = extract_pdf(tmp_path / "grid.pdf", tmp_path / "out")
-    pairs, _ = align_document(extraction, tmp_path / "out" / "grid", AlignOptions(read_panel_labels=False))
+    run = extract_pdf(tmp_path / "grid.pdf", tmp_path / "out")
+    pairs = align_document(run, ImageBank(Path(run.directory)), AlignOptions(read_panel_labels=False)).pairs
     by_panel = {pair.panel: pair.bbox[:2] for pair in pairs}
     assert by_panel["B"] == (256, 80), "row-major reading order puts B top-right"
 

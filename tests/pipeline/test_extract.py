@@ -7,7 +7,8 @@ from pathlib import Path
 import pymupdf
 import pytest
 
-from pipeline.extract import ExtractOptions, extract_pdf, extract_pdfs, load_extraction
+from foundation.documents import read_document_run
+from pipeline.extract import ExtractOptions, extract_pdf, extract_pdfs
 from foundation.records import Status
 from testbed.scoring import extraction_recall
 
@@ -65,13 +66,13 @@ def test_bilingual_captions_give_both_styles(sample_extraction):
 
 
 def test_image_files_are_content_addressed(sample_extraction):
-    out, _, extractions = sample_extraction
+    _, _, extractions = sample_extraction
     import hashlib
 
-    for book, extraction in extractions.items():
+    for extraction in extractions.values():
         for page in extraction.pages:
             for region in page.regions:
-                data = (out / book / region.image_file).read_bytes()
+                data = (Path(extraction.directory) / region.image_file).read_bytes()
                 assert hashlib.sha256(data).hexdigest() == region.image_sha256
                 assert data[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -118,21 +119,22 @@ def test_bad_inputs_are_reported_and_the_batch_goes_on(sample_atlas, tmp_path, c
     out = tmp_path / "out"
     inputs = [bad_dir / name for name in expected] + [good]
     outcomes = extract_pdfs(inputs, out)
-    by_name = {Path(o.path).name: o for o in outcomes}
+    by_name = {Path(o.pdf).name: o for o in outcomes}
     for name, reason in expected.items():
         assert by_name[name].status == Status.failed
         assert reason in by_name[name].error
         assert any(name in r.getMessage() and reason in r.getMessage() for r in caplog.records)
         assert "\n" not in by_name[name].error
     assert by_name["atlas-en.pdf"].status == Status.success
-    assert load_extraction(out / "atlas-en").pages
+    assert read_document_run(out / "atlas-en").pages
     assert sorted(p.name for p in out.iterdir()) == ["atlas-en"], "no partial output is left behind"
 
 
 def test_rerun_replaces_output_atomically(sample_atlas, tmp_path):
     good = next(p for p in sample_atlas.pdfs if p.name == "atlas-zh-only.pdf")
-    first = extract_pdf(good, tmp_path)
-    second = extract_pdf(good, tmp_path, ExtractOptions(min_figure_side=30))
-    assert first.config_hash != second.config_hash
-    assert load_extraction(tmp_path / "atlas-zh-only").config_hash == second.config_hash
+    extract_pdf(good, tmp_path)
+    second = extract_pdf(good, tmp_path, ExtractOptions(min_figure_side=1000))
+    assert not any(page.regions for page in second.pages)
+    stored = read_document_run(tmp_path / "atlas-zh-only")
+    assert not any(page.regions for page in stored.pages), "the second run replaced the first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas-zh-only"]
