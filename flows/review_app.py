@@ -95,6 +95,14 @@ class PageGeometry(BaseModel):
         }
 
 
+MISS_LABELS = {
+    "caption_without_figure": "a caption whose figure was not found (the region shown is where it most likely is)",
+    "figure_without_caption": "a figure region that found no caption",
+    "dropped_image": "an image dropped as decoration",
+}
+"""How the page names each kind of possible miss."""
+
+
 class SourceFiles:
     """Finds source PDFs and panel images and renders (and caches) PDF pages as PNG."""
 
@@ -312,6 +320,7 @@ def create_review_app(
                 "first_undecided": first,
                 "item_url": item_url,
                 "reviewer": reviewer,
+                "miss_labels": MISS_LABELS,
             },
         )
         return remember_reviewer(response, request, reviewer)
@@ -368,6 +377,7 @@ def create_review_app(
                 "history": store.history(item_key),
                 "item_url": item_url,
                 "reviewer": reviewer,
+                "miss_labels": MISS_LABELS,
             },
         )
         return remember_reviewer(response, request, reviewer)

@@ -531,7 +531,7 @@ def classify_document(run: DocumentRun, pixels, options: ModalityOptions | None 
     options = options or ModalityOptions()
     started = time.perf_counter()
     model = load_image_model(Path(options.model_path))
-    retinal_classes = [i for i, name in enumerate(model.classes) if model.reported_as[name] != "other"]
+    retinal_classes = [i for i, name in enumerate(model.classes) if name != "other"]  # grey fundus too
     kept = []
     for pair in run.pairs:
         try:
@@ -562,5 +562,17 @@ def classify_document(run: DocumentRun, pixels, options: ModalityOptions | None 
             )
         kept.append(pair)
     run.pairs = kept
+    for reject in run.rejects:  # a possible miss shows the reviewer a modality guess too
+        proposal = reject.proposal
+        if proposal is None:
+            continue
+        try:
+            result = classify_modality(pixels(proposal.image_file), proposal.caption_en or proposal.caption_zh, options)
+        except Exception as exc:
+            proposal.reasons.append(f"modality unknown ({type(exc).__name__}: {exc})")
+            continue
+        proposal.modality, proposal.modality_sublabel = result.modality, result.sublabel
+        proposal.modality_confidence = round(result.confidence, 4)
+        proposal.reasons.extend(f"modality {reason}" for reason in result.reasons)
     run.seconds["modality"] = round(time.perf_counter() - started, 4)
     return run
