@@ -552,10 +552,25 @@ def extract_document(
         finally:
             pymupdf.TOOLS.store_shrink(100)  # drop cached page resources: memory stays flat
     run.ocr_engine = engine[0].name if engine else None
+    _forget_running_decorations(run)
     run.seconds["extract"] = round(time.perf_counter() - started, 4)
     if not run.pages:
         run.status = Status.failed
     return run
+
+
+def _forget_running_decorations(run: DocumentRun, min_pages: int = 3) -> None:
+    """An image dropped at the same place on many pages is a running decoration (a logo, a
+    thumb index), not a possible miss."""
+    def place(reject: Reject) -> tuple[int, ...]:
+        return tuple(round(v / 4) for v in reject.bbox)
+
+    dropped = [r for r in run.rejects if r.kind == "dropped_image" and r.bbox]
+    pages_at: dict[tuple[int, ...], set[int]] = {}
+    for reject in dropped:
+        pages_at.setdefault(place(reject), set()).add(reject.page)
+    running = {key for key, pages in pages_at.items() if len(pages) >= min_pages}
+    run.rejects = [r for r in run.rejects if not (r.kind == "dropped_image" and r.bbox and place(r) in running)]
 
 
 def render_region(doc: pymupdf.Document, page_no: int, bbox: BBox, bank: ImageBank, dpi: int = 150) -> tuple[str, str]:
