@@ -166,7 +166,12 @@ class Pair(BaseModel):
     page: int = Field(description="1-based page of the panel.")
     bbox: BBox = Field(description="Panel box on the page in PDF points.")
     figure_id: str = Field(description="Normalised figure number, e.g. '3-12'.")
-    panel: str | None = Field(None, description="Panel letter (A, B, ...) or None for single-panel figures.")
+    panel: str | None = Field(
+        None, description="Panel label as the caption prints it (A, B, …, K, A1); None for a single panel or an unlabelled one."
+    )
+    panel_index: int | None = Field(
+        None, description="0-based reading-order position of the panel in its figure (an unlabelled panel's identity)."
+    )
     image_sha256: str = Field(description="SHA-256 of the panel PNG bytes.")
     image_file: str = Field(description="Path of the panel PNG (extraction dir or image store).")
     scanned: bool = Field(False, description="Panel comes from a scanned (OCR'd) page.")

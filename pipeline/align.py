@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from foundation.labels import label_for_index, label_key, sort_labels
+from foundation.labels import label_key, sort_labels
 from foundation.records import (
     BBox,
     CaptionCandidate,
@@ -58,6 +59,13 @@ class AlignOptions(BaseModel):
     read_panel_labels: bool = Field(
         True, description="Read the letters printed on grid-layout panels (OCR) to order them; else reading order."
     )
+    mosaic_min_panels: int = Field(
+        6, ge=2, description="A figure of at least this many images whose caption labels none is a mosaic."
+    )
+    mosaic: Literal["per_image", "whole"] = Field(
+        "per_image",
+        description="A mosaic becomes one pair per image with the figure caption ('per_image'), or one pair of the whole mosaic ('whole').",
+    )
 
 
 @dataclass
@@ -75,11 +83,14 @@ class CaptionGroup:
     def letters(self) -> list[str]:
         return sort_labels(letter for parsed in self.parsed.values() for letter in parsed.letters)
 
-    def caption(self, letter: str | None, language: str) -> str | None:
+    def caption(self, letter: str | None, language: str, *, shared_only: bool = False) -> str | None:
+        """Figure title + the panel's own text (letter None: the whole caption; `shared_only`:
+        the title and the text shared by all panels, for a panel the caption does not label)."""
         parsed = self.parsed.get(language)
         if parsed is None:
             return None
-        return canonical_caption(parsed.title, parsed.panel_texts(letter), language)
+        texts = [s.text for s in parsed.segments if s.text and s.letters is None] if shared_only else parsed.panel_texts(letter)
+        return canonical_caption(parsed.title, texts, language)
 
 
 @dataclass
@@ -283,7 +294,7 @@ def align_document(
         previous_id = number
         try:
             figure_pairs = _figure_pairs(
-                figure, run, bank, page_by_no[figure.cluster.page], continuity_ok, options, read_line
+                figure, run, bank, page_by_no[figure.cluster.page], continuity_ok, options, read_line, render
             )
         except Exception as exc:  # one bad figure must not lose the rest of the book
             reason = f"page {figure.cluster.page}: figure {figure.group.figure_id} could not be split ({type(exc).__name__}: {exc})"
@@ -422,6 +433,7 @@ def _figure_pairs(
     continuity_ok: bool,
     options: AlignOptions,
     read_line: LabelReader | None,
+    render: RegionRenderer | None = None,
 ) -> list[Pair]:
     group = figure.group
     letters = group.letters
@@ -434,12 +446,16 @@ def _figure_pairs(
             panels = by_label
             reasons.append("grid panels ordered by their printed letters")
     stitched = len(figure.cluster.regions) == 1 and len(panels) > 1
+    mosaic = not letters and len(panels) >= options.mosaic_min_panels
     if len(letters) > 1 and len(panels) != len(letters):
         factor *= 0.5
         reasons.append(f"{len(panels)} panels found but the caption names {len(letters)} ({', '.join(letters)})")
+    elif mosaic:
+        factor *= 0.9
+        reasons.append(f"mosaic of {len(panels)} images with no panel labels: the figure caption applies to each")
     elif not letters and len(panels) > 1:
         factor *= 0.6
-        reasons.append(f"{len(panels)} panels but the caption names none; lettered by reading order")
+        reasons.append(f"{len(panels)} panels but the caption names none; each keeps its reading-order position")
     else:
         reasons.append(
             f"{len(panels)} panel(s) match the caption's letters" if letters else "single panel, single caption"
@@ -455,24 +471,31 @@ def _figure_pairs(
     if any(c.source == "ocr" for c in group.candidates):
         reasons.append("caption read by OCR")
     score = round(max(0.0, min(1.0, figure.geometry * factor)), 4)
+    if mosaic and options.mosaic == "whole" and render is not None:
+        sha, image_file = render(figure.cluster.page, figure.cluster.bbox)
+        panels = [(figure.cluster.bbox, sha, image_file)]
+        reasons.append("mosaic kept as one image")
     pairs = []
     for index, (bbox, sha, image_file) in enumerate(panels):
-        if letters:
-            letter = letters[index] if index < len(letters) else label_for_index(index)
+        label = letters[index] if index < len(letters) else None
+        unlabelled = label is None and len(panels) > 1
+        if unlabelled and letters:
+            caption_en = group.caption(None, "en", shared_only=True)
+            caption_zh = group.caption(None, "zh", shared_only=True)
         else:
-            letter = label_for_index(index) if len(panels) > 1 else None
-        caption_en = group.caption(letter, "en")
-        caption_zh = group.caption(letter, "zh")
+            caption_en, caption_zh = group.caption(label, "en"), group.caption(label, "zh")
+        suffix = label or (f"p{index + 1}" if unlabelled else "-")
         pairs.append(
             Pair(
-                pair_id=f"{run.book}/{group.figure_id}/{letter or '-'}",
+                pair_id=f"{run.book}/{group.figure_id}/{suffix}",
                 book=run.book,
                 source_pdf=Path(run.source.path).name,
                 source_pdf_sha256=run.source.sha256,
                 page=figure.cluster.page,
                 bbox=bbox,
                 figure_id=group.figure_id,
-                panel=letter,
+                panel=label,
+                panel_index=index,
                 image_sha256=sha,
                 image_file=image_file,
                 scanned=page.scanned,
@@ -482,7 +505,7 @@ def _figure_pairs(
                 caption_en_origin="printed" if caption_en else "missing",
                 caption_zh_origin="printed" if caption_zh else "missing",
                 alignment_score=score,
-                reasons=list(reasons),
+                reasons=list(reasons) + (["unlabelled panel: the caption gives it no letter"] if unlabelled else []),
                 review_status="auto_accepted" if score >= options.review_threshold else "queued",
             )
         )

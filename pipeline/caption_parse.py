@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import re
 
-from foundation.labels import label_range
+from foundation.labels import label_key, label_range
 from foundation.records import CaptionSegment, CaptionStart, ParsedCaption
 from pipeline.captions import match_caption_start, normalise_width
 from pipeline.clean import remove_ocr_spacing
 
 _BEFORE = r"(?:(?<=^)|(?<=[\s。；;，,:：)）\u4e00-\u9fff]))"
-_RANGE = rf"{_BEFORE}(?P<r0>[A-J])\s*[-–—~～至·−‐]\s*(?P<r1>[A-J])\s*[.:、．：](?!\d)"
-_SINGLE = rf"{_BEFORE}(?P<s>[A-J])\s*[.:、．：](?![\d.．]|[A-Za-z][.．])"
-_PAREN = r"[(（](?P<p>[a-jA-J])[)）]"
+# A label: a capital letter, optionally with a sub-panel number (A, K, A1, B2).
+_LABEL = r"[A-Z](?:[1-9]\d?)?"
+_RANGE = rf"{_BEFORE}(?P<r0>{_LABEL})\s*[-–—~～至·−‐]\s*(?P<r1>{_LABEL})\s*[.:、．：](?!\d)"
+_SINGLE = rf"{_BEFORE}(?P<s>{_LABEL})\s*[.:、．：](?![\d.．]|[A-Za-z][.．])"
+# (a), (A), (a1), (B2) and numbered panels (1), (12)
+_PAREN = r"[(（](?P<p>[a-zA-Z](?:[1-9]\d?)?|[1-9]\d?)[)）]"
 _SIDE = r"(?P<side>左图|右图|上图|下图)[:：]?"
 # OCR may read the full stop after a label as a comma; between Chinese characters a lone capital
 # letter followed by a comma is still a panel label.
-_OCR_COMMA = r"(?<=[\u4e00-\u9fff])(?P<o>[A-J])[，,](?=[\u4e00-\u9fff])"
+_OCR_COMMA = r"(?<=[\u4e00-\u9fff])(?P<o>[A-Z])[，,](?=[\u4e00-\u9fff])"
 PANEL_MARKER = re.compile(f"{_RANGE}|{_SINGLE}|{_PAREN}|{_SIDE}|{_OCR_COMMA}")
+FREE_LETTERS = "ABCDEFGHIJ"
+"""Letters taken as panel labels wherever they stand; a later letter (K, L, …) only continues a
+sequence the caption has already reached, so a stray capital ("vitamin A. …", "type K.") is
+not read as a panel."""
 _SIDE_LETTER = {"左图": "A", "上图": "A", "右图": "B", "下图": "B"}
 
 
@@ -58,7 +65,7 @@ def parse_caption(text: str, start: CaptionStart | None = None) -> ParsedCaption
         figure_id, style = start.figure_id, start.style
         body = _flatten(normalise_width(text)[start.end :])
     language = "zh" if style == "zh" else "en"
-    markers = list(PANEL_MARKER.finditer(body))
+    markers = _in_sequence(list(PANEL_MARKER.finditer(body)))
     head = body[: markers[0].start()] if markers else body
     title, shared = _split_title(head, language)
     parsed = ParsedCaption(figure_id=figure_id, language=language, style=style, title=title.rstrip(".。 "))
@@ -96,13 +103,27 @@ def _split_trailing_shared(parsed: ParsedCaption) -> None:
         parsed.segments.append(CaptionSegment(letters=None, text=" ".join(last[1:])))
 
 
+def _in_sequence(markers: list[re.Match[str]]) -> list[re.Match[str]]:
+    """Markers whose letters are free (A–J) or continue the sequence reached so far."""
+    kept: list[re.Match[str]] = []
+    reached = -1
+    for marker in markers:
+        labels = _marker_letters(marker)
+        first = label_key(labels[0])[0]
+        if labels[0][0] not in FREE_LETTERS and first > reached + 1 and not labels[0].isdigit():
+            continue
+        kept.append(marker)
+        reached = max(reached, *(label_key(label)[0] for label in labels))
+    return kept
+
+
 def _marker_letters(marker: re.Match[str]) -> tuple[str, ...]:
     if marker.group("r0"):
         return label_range(marker.group("r0"), marker.group("r1"))
     if marker.group("s"):
         return (marker.group("s"),)
     if marker.group("p"):
-        return (marker.group("p").upper(),)
+        return (marker.group("p").upper(),)  # (a) and (A) name the same panel
     if marker.group("o"):
         return (marker.group("o"),)
     return (_SIDE_LETTER[marker.group("side")],)

@@ -50,6 +50,7 @@ import pymupdf
 import yaml
 from pydantic import BaseModel, Field, field_validator
 
+from foundation.labels import label_for_index, label_range
 from testbed import synthetic_images
 from foundation.files import write_atomic
 from foundation.records import BBox, Modality
@@ -98,7 +99,6 @@ _KIND_ASPECT = {
     "slit_lamp": (1.3, 1.5),
 }
 _JPEG_KINDS = {"cfp", "red_free", "ffa", "icga", "oct", "slit_lamp"}
-_LETTERS = "ABCDEFGHIJ"
 
 
 # ---------------------------------------------------------------- content (data file) models
@@ -116,8 +116,7 @@ class SegmentSpec(BaseModel):
         if self.panels is None:
             return None
         first, _, last = self.panels.partition("-")
-        last = last or first
-        return [chr(code) for code in range(ord(first), ord(last) + 1)]
+        return list(label_range(first, last or first))
 
 
 class FigureSpec(BaseModel):
@@ -646,7 +645,7 @@ class _BookWriter:
         panel_count = len(figure.panels)
         rows_truth = []
         for index, kind in enumerate(figure.panels):
-            letter = _LETTERS[index] if panel_count > 1 else None
+            letter = label_for_index(index) if panel_count > 1 else None
             modality, sublabel = _KIND_MODALITY[kind]
             rows_truth.append(
                 PanelTruth(
@@ -703,7 +702,7 @@ class _BookWriter:
                     generator = synthetic_images.GENERATORS[figure.panels[index]]
                     image = generator(self.rng, (pixel_w, max(8, row_bottom - row_top)))
                     if count > 1:
-                        synthetic_images.draw_panel_label(image, _LETTERS[index])
+                        synthetic_images.draw_panel_label(image, label_for_index(index))
                     panels.append((index, image))
             ordered = [image for _, image in sorted(panels, key=lambda pair: pair[0])]
             gutter_value = 255 if figure.stitched == "white" else 0
@@ -720,7 +719,7 @@ class _BookWriter:
         panel_boxes = []
         for index, box in enumerate(boxes):
             rect = pymupdf.Rect(x0 + box[0], y0 + box[1], x0 + box[2], y0 + box[3])
-            letter = _LETTERS[index] if (count > 1 and figure.labels_on_image) else None
+            letter = label_for_index(index) if (count > 1 and figure.labels_on_image) else None
             pixel_w = max(8, int(round(rect.width * PIXELS_PER_POINT)))
             pixel_h = max(8, int(round(rect.height * PIXELS_PER_POINT)))
             stream = self.images(figure.panels[index], pixel_w, pixel_h, letter)
