@@ -203,6 +203,7 @@ RejectKind = Literal[
     "figure_without_caption",
     "dropped_image",
     "retinal_looking_other",
+    "non_retinal_figure",
     "bad_image",
     "bad_page",
 ]
@@ -224,6 +225,7 @@ class Reject(BaseModel):
     bbox: BBox | None = Field(None, description="Region on the page in PDF points.")
     reason: str = Field(description="Why, in one line.")
     figure_id: str | None = Field(None, description="Figure number involved (a caption's, or a paired panel's).")
+    caption: str | None = Field(None, description="The printed caption involved, when there is one.")
     pair_id: str | None = Field(None, description="The pair it concerns (retinal-looking panels classed 'other').")
     proposal: "Pair | None" = Field(
         None, description="A pair the reviewer may accept (image + suggested captions); None when there is none."
