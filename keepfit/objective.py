@@ -67,7 +67,9 @@ class PretrainingObjective(nn.Module):
         image_embeddings = self._maybe_gather(image_embeddings)
         text_embeddings = self._maybe_gather(text_embeddings)
         targets = category_targets(
-            self._maybe_gather(category_index, grad=False), self._maybe_gather(category_multi_hot, grad=False)
+            self._maybe_gather(category_index, grad=False),
+            self._maybe_gather(category_multi_hot, grad=False) if self.loss.soft_targets == "multi_hot" else None,
+            self.loss.soft_targets,
         )
         scale = self.model.scale()
         zero = scale.new_zeros(())
