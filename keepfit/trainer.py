@@ -400,7 +400,8 @@ class Trainer:
         expert_iter = None
         if self.expert_dataset is not None:
             expert_sampler = ExpertBatchSampler(
-                len(self.expert_dataset), self.config.batch_size, self.context.rank, self.config.seed, start_micro
+                len(self.expert_dataset), self.config.batch_size, rank=self.context.rank,
+                world_size=self.context.world_size, seed=self.config.seed, start_batch=start_micro,
             )
             expert_iter = iter(self._loader(self.expert_dataset, expert_sampler, "expert"))
         while True:
