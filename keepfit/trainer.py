@@ -117,6 +117,11 @@ class PretrainConfig(BaseModel):
     resume: str | None = Field(
         "auto", description="'auto' resumes from output_dir's latest checkpoint, a path resumes from it, null starts fresh."
     )
+    allow_random_init: bool = Field(
+        False,
+        description="Allow a tower to start from random weights (its ImageNet / Hugging Face weights are not found "
+        "locally, or the architecture has none). Off: a fresh run refuses to start, naming the missing weights.",
+    )
     gather_features: bool = Field(True, description="Contrast over the global batch across ranks (all-gather).")
     sync_batchnorm: bool = Field(True, description="Use SyncBatchNorm in multi-GPU runs.")
     log_every: int = Field(10, description="Console/TensorBoard logging interval in steps.")
@@ -313,6 +318,12 @@ class Trainer:
         torch.manual_seed(config.seed)
         model_config = load_model_config(config.model, **config.model_overrides)
         self.model = KeepFITModel(model_config)
+        self.tower_init = self.model.tower_init()
+        resume_path = self._resume_path()
+        if resume_path is None:
+            refuse_random_towers(self.model, config.allow_random_init)
+        else:
+            self.tower_init = (read_sidecar(resume_path) or {}).get("tower_init", self.tower_init)
         freeze_unused_pooler(self.model)
         if self.model.attention is not None and config.loss.knowledge_mse_weight == 0:
             self.model.attention.requires_grad_(False)
@@ -568,7 +579,7 @@ class Trainer:
             "code_version": code_version(),
             "pretrain_config": self.config.model_dump(mode="json"),
             "mmretinal_manifest": self.expert_manifest.identity if self.expert_manifest else None,
-            "tower_init": {"vision": self.model.vision_model.init, "text": self.model.text_model.init},
+            "tower_init": self.tower_init,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
 
@@ -619,17 +630,19 @@ class Trainer:
             return None
         return self.checkpoint_dir / json.loads(pointer.read_text())["checkpoint"]
 
-    def _resume_if_requested(self) -> None:
+    def _resume_path(self) -> Path | None:
+        """The checkpoint this run continues from: the configured path, output_dir's latest, or None."""
         option = self.config.resume
         if option is None or option == "none":
-            return
+            return None
         if option == "auto":
-            path = self._latest_checkpoint_path()
-            if path is None:
-                return
-        else:
-            path = Path(option)
-        self.resume_from(path)
+            return self._latest_checkpoint_path()
+        return Path(option)
+
+    def _resume_if_requested(self) -> None:
+        path = self._resume_path()
+        if path is not None:
+            self.resume_from(path)
 
     def resume_from(self, path: Path) -> None:
         """Restore model, optimiser, scheduler, scaler, step and this rank's RNG state from a checkpoint."""
@@ -661,6 +674,26 @@ class Trainer:
         self.last_saved_step = self.step
         restore_rng_state(state["rng"][self.context.rank])
         logger.info("resumed from %s at step %d", path, self.step)
+
+
+def refuse_random_towers(model: KeepFITModel, allowed: bool) -> None:
+    """Stop a fresh run whose towers would start from random weights, unless that is explicitly allowed."""
+    random_towers = model.random_towers()
+    if not random_towers:
+        return
+    if allowed:
+        logger.warning("%s tower(s) start from random weights (allow_random_init)", " and ".join(random_towers))
+        return
+    wanted = {
+        "vision": f"ImageNet weights {model.config.vision.weights} for {model.config.vision.arch} "
+        f"(vision.weights_path or the torch hub cache)",
+        "text": f"text encoder {model.config.text.model_name!r} (a local directory or the Hugging Face cache)",
+    }
+    missing = "; ".join(wanted[name] for name in random_towers)
+    raise ValueError(
+        f"refusing to pretrain from random {' and '.join(random_towers)} tower(s): not found locally: {missing}. "
+        "Provide the weights, or pass --allow-random-init (allow_random_init=true) to start from random weights"
+    )
 
 
 def freeze_unused_pooler(model: KeepFITModel) -> None:

@@ -88,3 +88,41 @@ def test_overrides_are_typed_by_the_config_model(tmp_path):
         load_pretrain_config("tiny", ["batch_size=many"])
     with pytest.raises(ValueError, match="key=value"):
         parse_override("batch_size")
+
+
+def test_fresh_run_refuses_random_towers_unless_allowed(tiny_pretrain_overrides, tmp_path):
+    refused = _config(tiny_pretrain_overrides, allow_random_init=False, output_dir=str(tmp_path / "refused"))
+    with pytest.raises(ValueError, match="refusing to pretrain from random vision and text tower"):
+        Trainer(refused)
+    assert not (tmp_path / "refused" / "checkpoints").exists()
+    result = Trainer(_config(tiny_pretrain_overrides, max_steps=1, output_dir=str(tmp_path / "allowed"))).fit()
+    record = read_sidecar(result.checkpoint)["tower_init"]
+    assert record["vision"] == {"init": "random", "file": None, "sha256": None}
+    assert record["text"]["init"] == "random"
+
+
+def test_sidecar_records_the_weights_file_and_sha256_each_tower_started_from(tiny_pretrain_overrides, tmp_path):
+    import hashlib
+
+    import torchvision
+    from transformers import BertConfig, BertModel
+
+    weights_file = tmp_path / "resnet18-imagenet.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights_file)
+    text_dir = tmp_path / "tiny-bert"
+    BertModel(BertConfig(vocab_size=288, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(text_dir)
+    overrides = {
+        **tiny_pretrain_overrides, "allow_random_init": False, "max_steps": 1,
+        "model_overrides.vision.arch": "resnet18", "model_overrides.vision.pretrained": True,
+        "model_overrides.vision.weights_path": str(weights_file),
+        "model_overrides.text.model_name": str(text_dir), "model_overrides.text.pretrained": True,
+        "model_overrides.text.architecture": None,
+    }
+    result = Trainer(load_pretrain_config("tiny", overrides)).fit()
+    record = read_sidecar(result.checkpoint)["tower_init"]
+    assert record["vision"]["file"] == str(weights_file)
+    assert record["vision"]["sha256"] == hashlib.sha256(weights_file.read_bytes()).hexdigest()
+    text_file = next(p for p in text_dir.iterdir() if p.suffix in (".safetensors", ".bin"))
+    assert record["text"]["init"] == f"pretrained:{text_dir}" and record["text"]["file"] == str(text_file)
+    assert record["text"]["sha256"] == hashlib.sha256(text_file.read_bytes()).hexdigest()
