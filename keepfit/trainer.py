@@ -45,6 +45,7 @@ from keepfit.model import KeepFITModel
 from keepfit.model_config import apply_overrides, load_model_config
 from keepfit.objective import PretrainingObjective
 from keepfit.preprocess import ResizedImageCache
+from keepfit.profiles import DEFAULT_PROFILE, deep_merge, flatten, load_profile
 from keepfit.pretrain_data import ExpertBatchSampler, ShardedEpochBatchSampler, TokenizingCollate, hash_seed
 from keepfit.prompts import BANNED_PRETRAINING_CATEGORIES, PRETRAIN_TEMPLATE, load_domain_knowledge
 from keepfit.version import code_version
@@ -90,6 +91,11 @@ class PretrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    profile: str = Field(
+        "reproduce",
+        description="Settings bundle applied under this config: 'reproduce' (the release), 'improved' (ours) or a "
+        "profile YAML path; values set in the config or with --set win.",
+    )
     model: str = Field("keepfit-cfp", description="Architecture config name or YAML path.")
     model_overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides of the architecture.")
     flair: FlairDataConfig = Field(default_factory=FlairDataConfig, description="FLAIR data.")
@@ -177,6 +183,9 @@ def load_pretrain_config(
     if model_keys:
         tree.setdefault("model_overrides", {})
         tree["model_overrides"].update({k.removeprefix("model_overrides."): v for k, v in model_keys.items()})
+    profile = load_profile(tree.get("profile", DEFAULT_PROFILE))
+    tree = deep_merge(profile.pretrain, tree)
+    tree["model_overrides"] = {**flatten(profile.model), **tree.get("model_overrides", {})}
     return PretrainConfig.model_validate(tree)
 
 

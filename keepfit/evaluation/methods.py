@@ -108,10 +108,20 @@ class FineTuneOptions(BaseModel):
 class MethodOptions(BaseModel):
     """Hyperparameters of all methods; each method reads its own part."""
 
+    profile: str = Field(
+        "reproduce", description="Profile these options started from ('reproduce' = the release); shown in reports."
+    )
     prompts: PromptOptions = Field(default_factory=PromptOptions, description="Class prototype construction.")
     linear_probe: LinearProbeOptions = Field(default_factory=LinearProbeOptions, description="Linear probe.")
     adapter: AdapterOptions = Field(default_factory=AdapterOptions, description="CLIP-Adapter / Tip-Adapter.")
     fine_tune: FineTuneOptions = Field(default_factory=FineTuneOptions, description="Fine-tuning and LP-FT.")
+    tta: bool = Field(
+        False,
+        description="Test-time augmentation for the frozen-encoder methods: average the softmax probabilities over "
+        "`tta_views` views of each test image (the image, its horizontal flip, then random release-style "
+        "augmentations). Fine-tuning methods always predict on the image itself.",
+    )
+    tta_views: int = Field(4, ge=1, description="Views per test image when `tta` is on (including the image itself).")
     device: str = Field("cpu", description="Torch device for adapters and fine-tuning.")
     batch_size: int = Field(32, description="Images per forward pass when extracting or predicting.")
     num_workers: int = Field(0, description="DataLoader worker processes for image decoding.")
