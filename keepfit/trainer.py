@@ -231,7 +231,7 @@ def amp_settings(option: str, device: torch.device) -> tuple[torch.dtype | None,
         return None, False
     if option == "bf16" or (option == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16, False
-    return torch.float16, device.type == "cuda"
+    return torch.float16, device.type in ("cuda", "cpu")
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
@@ -446,23 +446,25 @@ class Trainer:
             inputs["expert_attention_mask"] = expert["attention_mask"].to(device, non_blocking=True)
         return inputs
 
+    def _autocast(self) -> Any:
+        return torch.autocast(
+            self.context.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
+
     def train_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
-        """One optimiser step over already-prepared device inputs (one dict per micro-batch)."""
+        """One optimiser step over already-prepared device inputs (one dict per micro-batch).
+
+        With several micro-batches the step is the one a single batch holding all of them would
+        take (`_accumulate_exactly`): the contrastive loss runs over the whole accumulated batch.
+        """
         self.wrapped.train()
-        accumulation = len(micro_batches)
-        totals: dict[str, float] = {}
-        for index, inputs in enumerate(micro_batches):
-            sync = contextlib.nullcontext()
-            if isinstance(self.wrapped, DistributedDataParallel) and index < accumulation - 1:
-                sync = self.wrapped.no_sync()
-            with sync:
-                with torch.autocast(
-                    self.context.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-                ):
-                    terms = self.wrapped(**inputs)
-                self.scaler.scale(terms["total"] / accumulation).backward()
-            for key, value in terms.items():
-                totals[key] = totals.get(key, 0.0) + float(value.detach()) / accumulation
+        if len(micro_batches) == 1:
+            with self._autocast():
+                terms = self.wrapped(**micro_batches[0])
+            self.scaler.scale(terms["total"]).backward()
+            totals = {key: float(value.detach()) for key, value in terms.items()}
+        else:
+            totals = self._accumulate_exactly(micro_batches)
         self.scaler.unscale_(self.optimizer)
         if self.config.optim.grad_clip is not None:
             totals["grad_norm"] = float(
@@ -475,6 +477,57 @@ class Trainer:
         self.model.clamp_logit_scale_()
         self.step += 1
         return totals
+
+    def _accumulate_exactly(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
+        """Gradients of the loss over all micro-batches together, with one micro-batch in memory at a time.
+
+        1. Embed every micro-batch without autograd (RNG state saved, BatchNorm buffers restored
+           afterwards); 2. compute the loss over the concatenated embeddings and backpropagate to
+           them (and to the logit scale and expert attention); 3. re-embed each micro-batch with the
+           same RNG state and backpropagate the embedding gradients through the towers. Contrastive
+           losses do not split over micro-batches, so summing per-micro-batch losses would give a
+           different (smaller-batch) objective. In DDP the gradients are averaged over ranks here.
+        """
+        objective = self.objective
+        embed_keys = ("images", "input_ids", "attention_mask", "expert_images", "expert_input_ids",
+                      "expert_attention_mask")
+        buffers = {name: buffer.detach().clone() for name, buffer in self.model.named_buffers()}
+        rng_states: list[dict[str, Any]] = []
+        cached: list[dict[str, torch.Tensor]] = []
+        with torch.no_grad():
+            for inputs in micro_batches:
+                rng_states.append(_device_rng_state(self.context.device))
+                with self._autocast():
+                    embedded = objective.embeddings(**{k: inputs[k] for k in embed_keys if k in inputs})
+                cached.append({key: value.detach() for key, value in embedded.items()})
+            for name, buffer in self.model.named_buffers():
+                buffer.copy_(buffers[name])
+        full = {key: torch.cat([part[key] for part in cached]).requires_grad_(True) for key in cached[0]}
+        category_index = torch.cat([inputs["category_index"] for inputs in micro_batches])
+        category_multi_hot = torch.cat([inputs["category_multi_hot"] for inputs in micro_batches])
+        sync = self.wrapped.no_sync() if isinstance(self.wrapped, DistributedDataParallel) else contextlib.nullcontext()
+        with sync:
+            with self._autocast():
+                terms = objective.loss_terms(full, category_index, category_multi_hot)
+            self.scaler.scale(terms["total"]).backward()
+            starts = {key: 0 for key in full}
+            for inputs, state, part in zip(micro_batches, rng_states, cached):
+                _restore_device_rng_state(self.context.device, state)
+                with self._autocast():
+                    embedded = objective.embeddings(**{k: inputs[k] for k in embed_keys if k in inputs})
+                keys = list(embedded)
+                torch.autograd.backward(
+                    [embedded[key] for key in keys],
+                    [full[key].grad[starts[key] : starts[key] + part[key].shape[0]] for key in keys],
+                )
+                for key in keys:
+                    starts[key] += part[key].shape[0]
+        if self.context.distributed:
+            for parameter in self.model.parameters():
+                if parameter.grad is not None:
+                    dist.all_reduce(parameter.grad)
+                    parameter.grad.div_(self.context.world_size)
+        return {key: float(value.detach()) for key, value in terms.items()}
 
     def fit(self) -> TrainResult:
         """Train until total_steps (or stop_after_steps / a signal), checkpointing along the way."""
@@ -685,6 +738,19 @@ class Trainer:
         logger.info("resumed from %s at step %d", path, self.step)
 
 
+def _device_rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_device_rng_state(device: torch.device, state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def refuse_random_towers(model: KeepFITModel, allowed: bool) -> None:
     """Stop a fresh run whose towers would start from random weights, unless that is explicitly allowed."""
     random_towers = model.random_towers()
@@ -693,14 +759,17 @@ def refuse_random_towers(model: KeepFITModel, allowed: bool) -> None:
     if allowed:
         logger.warning("%s tower(s) start from random weights (allow_random_init)", " and ".join(random_towers))
         return
+    vision, text = model.config.vision, model.config.text
     wanted = {
-        "vision": f"ImageNet weights {model.config.vision.weights} for {model.config.vision.arch} "
-        f"(vision.weights_path or the torch hub cache)",
-        "text": f"text encoder {model.config.text.model_name!r} (a local directory or the Hugging Face cache)",
+        "vision": f"ImageNet weights {vision.weights} for {vision.arch} not found (vision.weights_path or the "
+        "torch hub cache)" if vision.pretrained and vision.arch != "custom" else
+        "the image tower has no pretrained weights configured",
+        "text": f"text encoder {text.model_name!r} not found (a local directory or the Hugging Face cache)"
+        if text.pretrained and text.model_name else "the text tower has no pretrained weights configured",
     }
     missing = "; ".join(wanted[name] for name in random_towers)
     raise ValueError(
-        f"refusing to pretrain from random {' and '.join(random_towers)} tower(s): not found locally: {missing}. "
+        f"refusing to pretrain from random {' and '.join(random_towers)} tower(s): {missing}. "
         "Provide the weights, or pass --allow-random-init (allow_random_init=true) to start from random weights"
     )
 
