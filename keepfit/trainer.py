@@ -38,7 +38,7 @@ from keepfit.checkpoint import (
     read_sidecar,
     save_checkpoint,
 )
-from keepfit.flair_data import FlairDataset, read_flair_dataframes
+from keepfit.flair_data import TEXT_SUPERVISED_SOURCES, FlairDataset, read_flair_dataframes
 from keepfit.losses import LossConfig
 from keepfit.mmretinal_data import ExpertDataConfig, ExpertDataset, read_expert_manifest
 from keepfit.model import KeepFITModel
@@ -66,6 +66,14 @@ class FlairDataConfig(BaseModel):
     template: str = Field(PRETRAIN_TEMPLATE, description="Caption template with [ATR] and [CLS] slots.")
     domain_knowledge: bool = Field(True, description="Replace class names by expert descriptions at random.")
     domain_knowledge_path: str | None = Field(None, description="Own category -> descriptions YAML; default bundled.")
+    attributes: Literal["sample_one", "all"] = Field(
+        "sample_one", description="[ATR] slot: one of the image's attributes at random (release) or all of them joined."
+    )
+    knowledge_excluded_sources: list[str] = Field(
+        default_factory=lambda: list(TEXT_SUPERVISED_SOURCES),
+        description="Source datasets (first folder of the image path) whose class names are never replaced by "
+        "descriptions; the release excludes the four whose labels came from reports.",
+    )
     banned_categories: list[str] = Field(
         default_factory=lambda: list(BANNED_PRETRAINING_CATEGORIES),
         description="Categories (and variants containing them) whose images are left out of pretraining.",
@@ -375,7 +383,10 @@ class Trainer:
         frame = read_flair_dataframes(config.flair.dataframes, config.flair.image_root, config.flair.banned_categories)
         knowledge = load_domain_knowledge(config.flair.domain_knowledge_path) if config.flair.domain_knowledge else {}
         cache = ResizedImageCache(config.cache_dir, image_size) if config.cache_dir else None
-        self.flair_dataset = FlairDataset(frame, image_size, cache, knowledge, config.flair.template, config.seed)
+        self.flair_dataset = FlairDataset(
+            frame, image_size, cache, knowledge, config.flair.template, config.seed,
+            attributes=config.flair.attributes, knowledge_excluded_sources=config.flair.knowledge_excluded_sources,
+        )
         self.flair_batches_per_epoch = len(self.flair_dataset) // (config.batch_size * self.context.world_size)
         if self.flair_batches_per_epoch == 0:
             raise ValueError(

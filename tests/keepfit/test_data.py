@@ -132,6 +132,37 @@ def test_flair_dataset_items_are_reproducible_per_epoch(synthetic_pretraining_da
     assert len(texts) > 1
 
 
+def test_captions_sample_one_attribute_and_skip_knowledge_for_report_labelled_sources(tmp_path):
+    """Release captions: one attribute at random in [ATR]; text-supervised sources keep their class names."""
+    image = tmp_path / "01_EYEPACS" / "a.png"
+    image.parent.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    (tmp_path / "11_STARE").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "11_STARE" / "b.png")
+    csv_path = tmp_path / "mixed.csv"
+    pd.DataFrame({
+        "image": ["01_EYEPACS/a.png", "11_STARE/b.png"],
+        "atributes": ["['noisy', 'macula centred']", "[]"],
+        "categories": ["['glaucoma']", "['glaucoma']"],
+    }).to_csv(csv_path, index=False)
+    frame = read_flair_dataframe(csv_path)
+    assert frame["source"].tolist() == ["01_EYEPACS", "11_STARE"]
+    knowledge = {"glaucoma": ["enlarged optic cup"]}
+    dataset = FlairDataset(frame, 16, knowledge=knowledge, seed=0)
+    first = {dataset[(0, epoch)]["text"] for epoch in range(40)}
+    assert first == {
+        f"A {attribute} fundus photograph of {name}"
+        for attribute in ("noisy", "macula centred") for name in ("glaucoma", "enlarged optic cup")
+    }
+    assert {dataset[(1, epoch)]["text"] for epoch in range(20)} == {"A fundus photograph of glaucoma"}
+    joined = FlairDataset(frame, 16, knowledge=knowledge, seed=0, attributes="all", knowledge_excluded_sources=())
+    assert {joined[(0, e)]["text"] for e in range(40)} == {
+        "A noisy macula centred fundus photograph of glaucoma",
+        "A noisy macula centred fundus photograph of enlarged optic cup",
+    }
+    assert "A fundus photograph of enlarged optic cup" in {joined[(1, e)]["text"] for e in range(40)}
+
+
 def test_expert_manifest_excludes_rejected_and_filters_modality_and_language(synthetic_pretraining_data):
     data = synthetic_pretraining_data
     config = ExpertDataConfig(registry_root=str(data["registry"]), version=data["version"])

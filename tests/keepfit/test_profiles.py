@@ -17,6 +17,10 @@ def test_reproduce_profile_is_exactly_the_defaults():
     assert AugmentConfig.model_validate(profile.pretrain["augment"]) == AugmentConfig()
     assert LossConfig.model_validate(profile.pretrain["loss"]) == LossConfig()
     assert profile.model == {}
+    defaults = load_pretrain_config("keepfit-cfp").flair
+    assert profile.pretrain["flair"] == {
+        "attributes": defaults.attributes, "knowledge_excluded_sources": defaults.knowledge_excluded_sources
+    }
     assert load_pretrain_config("keepfit-cfp") == load_pretrain_config("keepfit-cfp", ["profile=reproduce"])
 
 
