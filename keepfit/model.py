@@ -67,7 +67,10 @@ def hf_weights_file(model_name: str) -> Path | None:
     except ImportError:
         return None
     for name in candidates:
-        found = try_to_load_from_cache(model_name, name)
+        try:
+            found = try_to_load_from_cache(model_name, name)
+        except ValueError:  # not a valid repository id (huggingface_hub's validation errors are ValueErrors)
+            return None
         if isinstance(found, str):
             return Path(found)
     return None
