@@ -8,6 +8,10 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    from flows import commands_knowledge
+
+    commands_knowledge.register(app)  # `mmretinal knowledge import`: the dictionaries evaluation reads
+
     @app.command()
     def evaluate(
         checkpoint: list[str] = typer.Option(
@@ -35,7 +39,19 @@ def register(app: typer.Typer) -> None:
         no_domain_knowledge: bool = typer.Option(
             False, "--no-domain-knowledge", help="Class prototypes from class names only."
         ),
-        probe_features: str = typer.Option("raw", "--probe-features", help="Linear probe on 'raw' or 'projected'."),
+        probe_features: str = typer.Option(
+            None, "--probe-features", help="Linear probe on 'raw' (default) or 'projected' features."
+        ),
+        profile: str = typer.Option(
+            "reproduce", "--profile", help="Method settings: 'reproduce' (the release, default), 'improved' or a YAML."
+        ),
+        knowledge: Path = typer.Option(
+            None, "--knowledge", help="Domain-knowledge YAML for class prompts (default: the bundled dictionary)."
+        ),
+        experiment_test: list[str] = typer.Option(
+            [], "--experiment-test", help="Also test each fitted model on all images of this experiment; repeatable."
+        ),
+        tta: bool = typer.Option(False, "--tta", help="Test-time augmentation for the frozen-encoder methods."),
         prefect: bool = typer.Option(False, "--prefect", help="Run as the Prefect flow and publish artifacts."),
     ) -> None:
         """Evaluate checkpoints on downstream experiments and print mean ± std over folds."""
@@ -54,11 +70,27 @@ def register(app: typer.Typer) -> None:
                 test=test or "20%",
                 folds=folds or 5,
             )
-        method_options = MethodOptions(
-            device=device,
-            prompts={"domain_knowledge": not no_domain_knowledge},
-            linear_probe={"features": probe_features},
-        )
+        from pydantic import ValidationError
+
+        from keepfit.profiles import method_options_tree
+
+        explicit: dict = {"device": device, "prompts": {}, "linear_probe": {}}
+        if no_domain_knowledge:
+            explicit["prompts"]["domain_knowledge"] = False
+        if knowledge is not None:
+            if not knowledge.is_file():
+                typer.echo(f"error: {knowledge}: domain-knowledge file not found", err=True)
+                raise typer.Exit(2)
+            explicit["prompts"]["knowledge_path"] = str(knowledge)
+        if probe_features is not None:
+            explicit["linear_probe"]["features"] = probe_features
+        if tta:
+            explicit["tta"] = True
+        try:
+            method_options = MethodOptions.model_validate(method_options_tree(profile, explicit))
+        except (FileNotFoundError, ValueError, ValidationError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
         request = EvaluationRequest(
             checkpoints=checkpoint,
             experiments=experiment,
@@ -71,6 +103,7 @@ def register(app: typer.Typer) -> None:
             split=split,
             folds=folds,
             method_options=method_options,
+            test_experiments=list(experiment_test),
         )
         if prefect:
             from flows.evaluate import evaluate as evaluate_flow

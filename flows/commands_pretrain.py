@@ -12,6 +12,12 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option(
             [], "--set", "-s", help="Override a setting with a dotted key, e.g. --set optim.lr=3e-4; repeatable."
         ),
+        knowledge: str = typer.Option(
+            None, "--knowledge", help="Domain-knowledge YAML (category -> descriptions) for the FLAIR captions."
+        ),
+        allow_random_init: bool = typer.Option(
+            False, "--allow-random-init", help="Start towers whose pretrained weights are not found from random weights."
+        ),
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
         prefect: bool = typer.Option(False, "--prefect", help="Run as the Prefect `pretrain` flow."),
     ) -> None:
@@ -26,8 +32,13 @@ def register(app: typer.Typer) -> None:
 
         from keepfit.trainer import load_pretrain_config, run_pretraining
 
+        settings = list(set_)
+        if knowledge is not None:
+            settings.append(f"flair.domain_knowledge_path={knowledge}")
+        if allow_random_init:
+            settings.append("allow_random_init=true")
         try:
-            options = load_pretrain_config(config, list(set_))
+            options = load_pretrain_config(config, settings)
         except (FileNotFoundError, ValueError, ValidationError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
@@ -37,9 +48,13 @@ def register(app: typer.Typer) -> None:
         if prefect:
             from flows.pretrain import pretrain_flow
 
-            summary = pretrain_flow(config=config, overrides=list(set_))
+            summary = pretrain_flow(config=config, overrides=settings)
         else:
-            result = run_pretraining(options)
+            try:
+                result = run_pretraining(options)
+            except (FileNotFoundError, ValueError) as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from exc
             summary = {
                 "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                 "step": result.step,

@@ -20,6 +20,8 @@ def pretrain_flow(
     dataset: str | None = None,
     manifest_version: str | None = None,
     overrides: list[str] | None = None,
+    knowledge: str | None = None,
+    allow_random_init: bool = False,
 ) -> dict[str, Any]:
     """Pretrain KeepFIT and return where the final checkpoint is.
 
@@ -29,6 +31,8 @@ def pretrain_flow(
         manifest_version: published version, e.g. 'v3' or 'latest' (overrides `expert.version`);
             a publish event can pass the version it just wrote.
         overrides: dotted `key=value` settings, e.g. ["optim.lr=3e-4", "max_steps=1000"].
+        knowledge: domain-knowledge YAML (category -> descriptions) for the FLAIR captions.
+        allow_random_init: start towers whose pretrained weights are not found from random weights.
     """
     logger = get_run_logger()
     settings = list(overrides or [])
@@ -36,6 +40,10 @@ def pretrain_flow(
         settings.append(f"expert.dataset={dataset}")
     if manifest_version is not None:
         settings.append(f"expert.version={manifest_version}")
+    if knowledge is not None:
+        settings.append(f"flair.domain_knowledge_path={knowledge}")
+    if allow_random_init:
+        settings.append("allow_random_init=true")
     options = load_pretrain_config(config, settings)
     logger.info("pretraining %s into %s", options.model, options.output_dir)
     result = run_pretraining(options)

@@ -75,8 +75,12 @@ def read_flair_dataframe(
         if not categories:
             logger.warning("skipping row: %s: no categories", where)
             continue
-        rows.append({"image": str(root / str(row.image)), "atributes": attributes, "categories": categories})
-    parsed = pd.DataFrame(rows, columns=["image", "atributes", "categories"])
+        relative = str(row.image)
+        source = Path(relative).parts[0] if len(Path(relative).parts) > 1 else ""
+        rows.append(
+            {"image": str(root / relative), "atributes": attributes, "categories": categories, "source": source}
+        )
+    parsed = pd.DataFrame(rows, columns=["image", "atributes", "categories", "source"])
     return remove_banned_categories(parsed, banned, source=str(csv_path))
 
 
@@ -97,7 +101,12 @@ def read_flair_dataframes(
     csv_paths: Sequence[str | Path], image_root: str | Path | None = None, banned: Iterable[str] | None = None
 ) -> pd.DataFrame:
     frames = [read_flair_dataframe(p, image_root, banned) for p in csv_paths]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image", *LIST_COLUMNS])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image", *LIST_COLUMNS, "source"])
+
+
+TEXT_SUPERVISED_SOURCES = ("06_EYENET", "11_STARE", "08_ODIR-5K", "31_JICHI")
+"""Source datasets whose categories came from reports: the release never swaps their class names
+for dictionary descriptions."""
 
 
 class FlairDataset(Dataset):
@@ -105,6 +114,9 @@ class FlairDataset(Dataset):
 
     Items are addressed by (index, epoch): the category and description draws depend only on
     (seed, epoch, index), so a resumed run sees exactly the texts an uninterrupted run would.
+    As in the release, the [ATR] slot takes one of the image's attributes at random
+    (`attributes="all"` joins them all), and images of `knowledge_excluded_sources` (first folder
+    of the CSV's image path) keep their class name.
     """
 
     def __init__(
@@ -115,7 +127,13 @@ class FlairDataset(Dataset):
         knowledge: dict[str, list[str]] | None = None,
         template: str = PRETRAIN_TEMPLATE,
         seed: int = 0,
+        attributes: str = "sample_one",
+        knowledge_excluded_sources: Sequence[str] = TEXT_SUPERVISED_SOURCES,
     ) -> None:
+        if attributes not in ("sample_one", "all"):
+            raise ValueError(f"attributes must be 'sample_one' or 'all', not {attributes!r}")
+        self.attributes = attributes
+        self.knowledge_excluded_sources = set(knowledge_excluded_sources)
         self.frame = frame.reset_index(drop=True)
         self.cache = cache or ResizedImageCache(None, image_size)
         self.knowledge = knowledge or {}
@@ -133,7 +151,12 @@ class FlairDataset(Dataset):
         rng = random.Random(f"flair:{self.seed}:{epoch}:{index}")
         categories = list(row["categories"])
         selected = categories[rng.randrange(len(categories))]
-        text = pretraining_prompt(selected, row["atributes"], self.knowledge, rng, self.template)
+        attributes = list(row["atributes"])
+        if self.attributes == "sample_one" and attributes:
+            attributes = [attributes[rng.randrange(len(attributes))]]
+        source = row["source"] if "source" in row else ""
+        knowledge = {} if source in self.knowledge_excluded_sources else self.knowledge
+        text = pretraining_prompt(selected, attributes, knowledge, rng, self.template)
         image = torch.from_numpy(self.cache.load(row["image"])).permute(2, 0, 1).contiguous()
         multi_hot = torch.zeros(len(self.category_names), dtype=torch.bool)
         multi_hot[[self.category_ids[c] for c in categories]] = True

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from foundation.files import sha256_file
 from keepfit.model_config import DATA_DIR, AttentionConfig, ModelConfig, TextConfig, VisionConfig
 from keepfit.preprocess import Preprocess
 
@@ -47,6 +48,34 @@ def _imagenet_weights_file(config: VisionConfig) -> Path | None:
     return cached if cached.exists() else None
 
 
+def weights_record(init: str, file: Path | str | None = None) -> dict[str, Any]:
+    """Where a tower's starting weights came from: the init label, the weights file and its SHA-256."""
+    if file is None:
+        return {"init": init, "file": None, "sha256": None}
+    path = Path(file)
+    return {"init": init, "file": str(path), "sha256": sha256_file(path) if path.is_file() else None}
+
+
+def hf_weights_file(model_name: str) -> Path | None:
+    """The local weights file a Hugging Face model id or directory resolves to (None when not found)."""
+    candidates = ("model.safetensors", "pytorch_model.bin")
+    directory = Path(model_name).expanduser()
+    if directory.is_dir():
+        return next((directory / name for name in candidates if (directory / name).is_file()), None)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for name in candidates:
+        try:
+            found = try_to_load_from_cache(model_name, name)
+        except ValueError:  # not a valid repository id (huggingface_hub's validation errors are ValueErrors)
+            return None
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
 class CustomWidthResNet(torchvision.models.resnet.ResNet):
     """torchvision's ResNet (same forward and key names) with configurable stage widths, for tiny models."""
 
@@ -71,8 +100,8 @@ class CustomWidthResNet(torchvision.models.resnet.ResNet):
         self.fc = nn.Linear(widths[3] * block.expansion, 1000)
 
 
-def build_resnet(config: VisionConfig) -> tuple[nn.Module, int, str]:
-    """A torchvision ResNet with fc = identity; returns (trunk, feature dim, how it was initialised)."""
+def build_resnet(config: VisionConfig) -> tuple[nn.Module, int, dict[str, Any]]:
+    """A torchvision ResNet with fc = identity; returns (trunk, feature dim, where its weights came from)."""
     if config.arch == "custom":
         block = torchvision.models.resnet.BasicBlock if config.block == "basic" else torchvision.models.resnet.Bottleneck
         trunk = CustomWidthResNet(block, list(config.layers), list(config.widths))
@@ -80,19 +109,19 @@ def build_resnet(config: VisionConfig) -> tuple[nn.Module, int, str]:
         trunk = torchvision.models.get_model(config.arch, weights=None)
     feature_dim = trunk.fc.in_features
     trunk.fc = nn.Identity()
-    init = "random"
+    record = weights_record("random")
     if config.pretrained and config.arch != "custom":
         weights_file = _imagenet_weights_file(config)
         if weights_file is not None:
             state = torch.load(weights_file, map_location="cpu", weights_only=True)
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
             trunk.load_state_dict(state, strict=True)
-            init = f"imagenet:{weights_file.name}"
+            record = weights_record(f"imagenet:{weights_file.name}", weights_file)
         elif config.allow_download:
             weights = torchvision.models.get_model_weights(config.arch)[config.weights]
             state = weights.get_state_dict(progress=False)
             trunk.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=True)
-            init = f"imagenet:{config.weights}"
+            record = weights_record(f"imagenet:{config.weights}", _imagenet_weights_file(config))
         else:
             logger.warning(
                 "ImageNet weights for %s (%s) not found in %s or weights_path; image tower starts from random init",
@@ -100,7 +129,7 @@ def build_resnet(config: VisionConfig) -> tuple[nn.Module, int, str]:
                 config.weights,
                 Path(torch.hub.get_dir()) / "checkpoints",
             )
-    return trunk, feature_dim, init
+    return trunk, feature_dim, record
 
 
 class VisionModel(nn.Module):
@@ -109,7 +138,8 @@ class VisionModel(nn.Module):
     def __init__(self, config: VisionConfig, projection_dim: int) -> None:
         super().__init__()
         self.config = config
-        self.model, self.feature_dim, self.init = build_resnet(config)
+        self.model, self.feature_dim, self.init_record = build_resnet(config)
+        self.init = self.init_record["init"]
         self.projection_head_vision = ProjectionHead(self.feature_dim, projection_dim)
 
     def train(self, mode: bool = True) -> VisionModel:
@@ -170,15 +200,18 @@ def build_tokenizer(config: TextConfig) -> Any:
         ) from exc
 
 
-def build_text_encoder(config: TextConfig) -> tuple[nn.Module, str]:
-    """HF encoder with pretrained weights when available offline, else from `architecture` (random)."""
+def build_text_encoder(config: TextConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """HF encoder with pretrained weights when available offline, else from `architecture` (random).
+
+    Returns the encoder and where its weights came from (`weights_record`).
+    """
     from transformers import AutoConfig, AutoModel
 
     if config.pretrained and config.model_name:
         local_only = not config.allow_download or Path(config.model_name).expanduser().exists()
         try:
             encoder = AutoModel.from_pretrained(config.model_name, local_files_only=local_only)
-            return encoder, f"pretrained:{config.model_name}"
+            return encoder, weights_record(f"pretrained:{config.model_name}", hf_weights_file(config.model_name))
         except OSError as exc:
             if config.architecture is None:
                 raise OSError(
@@ -192,12 +225,12 @@ def build_text_encoder(config: TextConfig) -> tuple[nn.Module, str]:
         arguments = dict(config.architecture)
         model_type = arguments.pop("model_type", "bert")
         encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **arguments))
-        return encoder, "random"
+        return encoder, weights_record("random")
     if config.model_name is None:
         raise ValueError("text tower needs `model_name` or `architecture`")
     local_only = not config.allow_download or Path(config.model_name).expanduser().exists()
     encoder_config = AutoConfig.from_pretrained(config.model_name, local_files_only=local_only)
-    return AutoModel.from_config(encoder_config), "random"
+    return AutoModel.from_config(encoder_config), weights_record("random")
 
 
 class TextModel(nn.Module):
@@ -206,7 +239,8 @@ class TextModel(nn.Module):
     def __init__(self, config: TextConfig, projection_dim: int) -> None:
         super().__init__()
         self.config = config
-        self.model, self.init = build_text_encoder(config)
+        self.model, self.init_record = build_text_encoder(config)
+        self.init = self.init_record["init"]
         self.feature_dim = int(self.model.config.hidden_size)
         self.projection_head_text = ProjectionHead(self.feature_dim, projection_dim)
         self._tokenizer = None
@@ -296,6 +330,13 @@ class KeepFITModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.logit_scale.device
+
+    def tower_init(self) -> dict[str, dict[str, Any]]:
+        """Per tower: the init label ('random', 'imagenet:...', 'pretrained:...'), weights file and SHA-256."""
+        return {"vision": dict(self.vision_model.init_record), "text": dict(self.text_model.init_record)}
+
+    def random_towers(self) -> list[str]:
+        return [name for name, record in self.tower_init().items() if record["init"] == "random"]
 
     @property
     def logit_scale_max(self) -> float:

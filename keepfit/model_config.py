@@ -74,7 +74,9 @@ class TextConfig(BaseModel):
         description="Indices into the encoder's hidden states (0 = embeddings) averaged into the text embedding.",
     )
     padded_mean: bool = Field(
-        False, description="Average over padding tokens too, as the released code did; False masks padding."
+        True,
+        description="Average over padding tokens too, as the released models were trained (reproduce). False "
+        "averages over real tokens only, so an embedding does not depend on the other texts of its batch.",
     )
 
 

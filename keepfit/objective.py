@@ -52,22 +52,34 @@ class PretrainingObjective(nn.Module):
             return tensor
         return gather_with_grad(tensor) if grad else gather_no_grad(tensor)
 
-    def forward(
+    def embeddings(
         self,
         images: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        category_index: torch.Tensor,
-        category_multi_hot: torch.Tensor,
         expert_images: torch.Tensor | None = None,
         expert_input_ids: torch.Tensor | None = None,
         expert_attention_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        image_embeddings, text_embeddings = self.model(images, input_ids, attention_mask)
-        image_embeddings = self._maybe_gather(image_embeddings)
-        text_embeddings = self._maybe_gather(text_embeddings)
+        """This process's embeddings of one (micro-)batch: FLAIR images/texts and, when used, the expert pairs."""
+        image, text = self.model(images, input_ids, attention_mask)
+        out = {"image": image, "text": text}
+        if self.loss.uses_expert_batches:
+            if expert_images is None or expert_input_ids is None or expert_attention_mask is None:
+                raise ValueError("expert loss terms are enabled but no MM-Retinal batch was given")
+            out["expert_image"], out["expert_text"] = self.model(expert_images, expert_input_ids, expert_attention_mask)
+        return out
+
+    def loss_terms(
+        self, embeddings: dict[str, torch.Tensor], category_index: torch.Tensor, category_multi_hot: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The three terms and their weighted total from embeddings (gathered over ranks here)."""
+        image_embeddings = self._maybe_gather(embeddings["image"])
+        text_embeddings = self._maybe_gather(embeddings["text"])
         targets = category_targets(
-            self._maybe_gather(category_index, grad=False), self._maybe_gather(category_multi_hot, grad=False)
+            self._maybe_gather(category_index, grad=False),
+            self._maybe_gather(category_multi_hot, grad=False) if self.loss.soft_targets == "multi_hot" else None,
+            self.loss.soft_targets,
         )
         scale = self.model.scale()
         zero = scale.new_zeros(())
@@ -75,13 +87,8 @@ class PretrainingObjective(nn.Module):
         if self.loss.flair_clip_weight > 0:
             terms["flair_clip"] = clip_loss(image_embeddings, text_embeddings, scale, targets)
         if self.loss.uses_expert_batches:
-            if expert_images is None or expert_input_ids is None or expert_attention_mask is None:
-                raise ValueError("expert loss terms are enabled but no MM-Retinal batch was given")
-            expert_image_embeddings, expert_text_embeddings = self.model(
-                expert_images, expert_input_ids, expert_attention_mask
-            )
-            expert_image_embeddings = self._maybe_gather(expert_image_embeddings)
-            expert_text_embeddings = self._maybe_gather(expert_text_embeddings)
+            expert_image_embeddings = self._maybe_gather(embeddings["expert_image"])
+            expert_text_embeddings = self._maybe_gather(embeddings["expert_text"])
             if self.loss.expert_clip_weight > 0:
                 terms["expert_clip"] = clip_loss(expert_image_embeddings, expert_text_embeddings, scale)
             if self.loss.knowledge_mse_weight > 0:
@@ -93,3 +100,19 @@ class PretrainingObjective(nn.Module):
             + self.loss.knowledge_mse_weight * terms["knowledge_mse"]
         )
         return terms
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        category_index: torch.Tensor,
+        category_multi_hot: torch.Tensor,
+        expert_images: torch.Tensor | None = None,
+        expert_input_ids: torch.Tensor | None = None,
+        expert_attention_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        embeddings = self.embeddings(
+            images, input_ids, attention_mask, expert_images, expert_input_ids, expert_attention_mask
+        )
+        return self.loss_terms(embeddings, category_index, category_multi_hot)

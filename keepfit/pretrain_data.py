@@ -67,31 +67,38 @@ class ShardedEpochBatchSampler(Sampler[list[tuple[int, int]]]):
         return 2**62
 
 
-class ExpertBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Expert batches drawn uniformly with replacement, independent of FLAIR, seeded by (seed, rank, batch)."""
+class ExpertBatchSampler(ShardedEpochBatchSampler):
+    """MM-Retinal batches independent of FLAIR, drawn without replacement from per-epoch permutations.
 
-    def __init__(self, dataset_size: int, batch_size: int, rank: int = 0, seed: int = 0, start_batch: int = 0) -> None:
+    The release drew them with replacement, so most gathered batches held a duplicate pair that
+    the CLIP loss then treated as a negative. Here a global batch (all ranks together) never
+    repeats an item; the order is its own seeded stream, a pure function of (seed, position), so a
+    resumed run continues exactly.
+    """
+
+    def __init__(
+        self,
+        dataset_size: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        start_batch: int = 0,
+    ) -> None:
         if dataset_size == 0:
             raise ValueError("expert dataset is empty")
-        self.dataset_size = dataset_size
-        self.batch_size = batch_size
-        self.rank = rank
-        self.seed = seed
-        self.start_batch = start_batch
+        if dataset_size < batch_size * world_size:
+            raise ValueError(
+                f"expert dataset of {dataset_size} pairs is smaller than one global expert batch "
+                f"({batch_size} x {world_size}); batches without duplicates are impossible"
+            )
+        super().__init__(dataset_size, batch_size, rank, world_size, hash_seed(seed, "expert") % (2**31), start_batch)
 
     def batch(self, position: int) -> list[tuple[int, int]]:
-        generator = torch.Generator().manual_seed(hash_seed(self.seed, "expert", self.rank, position))
-        indices = torch.randint(self.dataset_size, (self.batch_size,), generator=generator)
-        return [(int(i), position) for i in indices]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        position = self.start_batch
-        while True:
-            yield self.batch(position)
-            position += 1
-
-    def __len__(self) -> int:
-        return 2**62
+        """The batch at global position `position` (same as the `position`-th one iterated from 0)."""
+        epoch, offset = divmod(position, self.batches_per_epoch)
+        start = offset * self.global_batch_size + self.rank * self.batch_size
+        return [(int(i), epoch) for i in self.permutation(epoch)[start : start + self.batch_size]]
 
 
 def hash_seed(*parts: Any) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import random
 from collections.abc import Iterable, Sequence
@@ -18,22 +19,29 @@ ZERO_SHOT_TEMPLATE = "A fundus photograph of [CLS]"
 DEFAULT_DOMAIN_KNOWLEDGE = DATA_DIR / "domain_knowledge.yaml"
 
 BANNED_PRETRAINING_CATEGORIES = (
-    "myopia",
-    "pathologic myopia",
-    "pathological myopia",
-    "high myopia",
-    "cataract",
-    "macular hole",
-    "retinitis pigmentosa",
-    "pigmentary retinopathy",
+    "*myop*",
+    "*cataract*",
+    "*macular hole*",
+    "*retinitis pigmentosa*",
+    "*pigmentary retinopathy*",
+    "retinitis",
 )
-"""Categories held out of pretraining so that they stay unseen classes in evaluation."""
+"""Categories held out of pretraining so that they stay unseen classes in evaluation.
+
+Shell-style patterns matched against the whole normalised category name (lower case, single
+spaces): `*myop*` catches myopia, high myopia and myopic degeneration; plain `retinitis` is
+that exact name only, so chorioretinitis stays in.
+"""
+
+
+def normalise_category(category: str) -> str:
+    return " ".join(category.lower().replace("_", " ").split())
 
 
 def is_banned_category(category: str, banned: Iterable[str] = BANNED_PRETRAINING_CATEGORIES) -> bool:
-    """True for a banned category or a variant containing one (e.g. 'mild myopia', 'cataracts')."""
-    name = " ".join(category.lower().replace("_", " ").split())
-    return any(term in name for term in banned)
+    """True when the category matches one of the banned patterns (see `BANNED_PRETRAINING_CATEGORIES`)."""
+    name = normalise_category(category)
+    return any(fnmatch.fnmatchcase(name, normalise_category(pattern)) for pattern in banned)
 
 
 def load_domain_knowledge(path: str | Path | None = None) -> dict[str, list[str]]:

@@ -134,3 +134,47 @@ def publish_expert_manifest(
     )
     logger.info("published synthetic manifest %s", json.dumps({"path": str(published.path)}))
     return registry, published.version
+
+
+DEMO_EXPERIMENTS = ("08_ODIR200x3", "25_REFUGE", "CAT_MYA_2")
+"""Registered experiments the demo set imitates (their CSV names and class lists), small and synthetic."""
+
+
+def write_demo_set(root: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Everything the documented quick start needs under `root`, for a CPU run in seconds.
+
+    `flair/flair.csv` (FLAIR pretraining format), an MM-Retinal manifest registry under
+    `mmretinal/registry`, and `eval/<experiment>.csv` with images for each of `DEMO_EXPERIMENTS`.
+    """
+    from keepfit.evaluation.registry import load_experiments
+    from keepfit.evaluation.synthetic import write_synthetic_dataset
+
+    root = Path(root)
+    csv_path = write_flair_dataset(root / "flair", n_images=48, seed=seed)
+    registry, version = publish_expert_manifest(root / "mmretinal", n_pairs=16, seed=seed + 1)
+    experiments = load_experiments()
+    for offset, name in enumerate(DEMO_EXPERIMENTS):
+        spec = experiments.get(name)
+        written = write_synthetic_dataset(root / "eval", spec.classes, per_class=6, size=32, seed=seed + 10 + offset,
+                                          name=Path(spec.dataframe).stem)
+        logger.info("demo experiment %s: %s", name, root / "eval" / written.dataframe)
+    logger.info("demo set in %s (FLAIR %s, MM-Retinal %s %s)", root, csv_path, registry, version)
+    return {"flair": csv_path, "registry": registry, "eval": root / "eval"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m keepfit.synthetic DIR`: write the demo set of the quick start in docs/keepfit.md."""
+    import sys
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if len(arguments) != 1:
+        logger.error("usage: python -m keepfit.synthetic DIR")
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    paths = write_demo_set(arguments[0])
+    logger.info("wrote %s", ", ".join(f"{key}={value}" for key, value in paths.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

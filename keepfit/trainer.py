@@ -38,13 +38,14 @@ from keepfit.checkpoint import (
     read_sidecar,
     save_checkpoint,
 )
-from keepfit.flair_data import FlairDataset, read_flair_dataframes
+from keepfit.flair_data import TEXT_SUPERVISED_SOURCES, FlairDataset, read_flair_dataframes
 from keepfit.losses import LossConfig
 from keepfit.mmretinal_data import ExpertDataConfig, ExpertDataset, read_expert_manifest
 from keepfit.model import KeepFITModel
 from keepfit.model_config import apply_overrides, load_model_config
 from keepfit.objective import PretrainingObjective
 from keepfit.preprocess import ResizedImageCache
+from keepfit.profiles import DEFAULT_PROFILE, deep_merge, flatten, load_profile
 from keepfit.pretrain_data import ExpertBatchSampler, ShardedEpochBatchSampler, TokenizingCollate, hash_seed
 from keepfit.prompts import BANNED_PRETRAINING_CATEGORIES, PRETRAIN_TEMPLATE, load_domain_knowledge
 from keepfit.version import code_version
@@ -65,6 +66,14 @@ class FlairDataConfig(BaseModel):
     template: str = Field(PRETRAIN_TEMPLATE, description="Caption template with [ATR] and [CLS] slots.")
     domain_knowledge: bool = Field(True, description="Replace class names by expert descriptions at random.")
     domain_knowledge_path: str | None = Field(None, description="Own category -> descriptions YAML; default bundled.")
+    attributes: Literal["sample_one", "all"] = Field(
+        "sample_one", description="[ATR] slot: one of the image's attributes at random (release) or all of them joined."
+    )
+    knowledge_excluded_sources: list[str] = Field(
+        default_factory=lambda: list(TEXT_SUPERVISED_SOURCES),
+        description="Source datasets (first folder of the image path) whose class names are never replaced by "
+        "descriptions; the release excludes the four whose labels came from reports.",
+    )
     banned_categories: list[str] = Field(
         default_factory=lambda: list(BANNED_PRETRAINING_CATEGORIES),
         description="Categories (and variants containing them) whose images are left out of pretraining.",
@@ -90,6 +99,11 @@ class PretrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    profile: str = Field(
+        "reproduce",
+        description="Settings bundle applied under this config: 'reproduce' (the release), 'improved' (ours) or a "
+        "profile YAML path; values set in the config or with --set win.",
+    )
     model: str = Field("keepfit-cfp", description="Architecture config name or YAML path.")
     model_overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides of the architecture.")
     flair: FlairDataConfig = Field(default_factory=FlairDataConfig, description="FLAIR data.")
@@ -116,6 +130,11 @@ class PretrainConfig(BaseModel):
     keep_checkpoints: int = Field(3, description="Periodic checkpoints kept (older ones are deleted).")
     resume: str | None = Field(
         "auto", description="'auto' resumes from output_dir's latest checkpoint, a path resumes from it, null starts fresh."
+    )
+    allow_random_init: bool = Field(
+        False,
+        description="Allow a tower to start from random weights (its ImageNet / Hugging Face weights are not found "
+        "locally, or the architecture has none). Off: a fresh run refuses to start, naming the missing weights.",
     )
     gather_features: bool = Field(True, description="Contrast over the global batch across ranks (all-gather).")
     sync_batchnorm: bool = Field(True, description="Use SyncBatchNorm in multi-GPU runs.")
@@ -172,6 +191,9 @@ def load_pretrain_config(
     if model_keys:
         tree.setdefault("model_overrides", {})
         tree["model_overrides"].update({k.removeprefix("model_overrides."): v for k, v in model_keys.items()})
+    profile = load_profile(tree.get("profile", DEFAULT_PROFILE))
+    tree = deep_merge(profile.pretrain, tree)
+    tree["model_overrides"] = {**flatten(profile.model), **tree.get("model_overrides", {})}
     return PretrainConfig.model_validate(tree)
 
 
@@ -217,7 +239,7 @@ def amp_settings(option: str, device: torch.device) -> tuple[torch.dtype | None,
         return None, False
     if option == "bf16" or (option == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16, False
-    return torch.float16, device.type == "cuda"
+    return torch.float16, device.type in ("cuda", "cpu")
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
@@ -313,6 +335,12 @@ class Trainer:
         torch.manual_seed(config.seed)
         model_config = load_model_config(config.model, **config.model_overrides)
         self.model = KeepFITModel(model_config)
+        self.tower_init = self.model.tower_init()
+        resume_path = self._resume_path()
+        if resume_path is None:
+            refuse_random_towers(self.model, config.allow_random_init)
+        else:
+            self.tower_init = (read_sidecar(resume_path) or {}).get("tower_init", self.tower_init)
         freeze_unused_pooler(self.model)
         if self.model.attention is not None and config.loss.knowledge_mse_weight == 0:
             self.model.attention.requires_grad_(False)
@@ -355,7 +383,10 @@ class Trainer:
         frame = read_flair_dataframes(config.flair.dataframes, config.flair.image_root, config.flair.banned_categories)
         knowledge = load_domain_knowledge(config.flair.domain_knowledge_path) if config.flair.domain_knowledge else {}
         cache = ResizedImageCache(config.cache_dir, image_size) if config.cache_dir else None
-        self.flair_dataset = FlairDataset(frame, image_size, cache, knowledge, config.flair.template, config.seed)
+        self.flair_dataset = FlairDataset(
+            frame, image_size, cache, knowledge, config.flair.template, config.seed,
+            attributes=config.flair.attributes, knowledge_excluded_sources=config.flair.knowledge_excluded_sources,
+        )
         self.flair_batches_per_epoch = len(self.flair_dataset) // (config.batch_size * self.context.world_size)
         if self.flair_batches_per_epoch == 0:
             raise ValueError(
@@ -400,7 +431,8 @@ class Trainer:
         expert_iter = None
         if self.expert_dataset is not None:
             expert_sampler = ExpertBatchSampler(
-                len(self.expert_dataset), self.config.batch_size, self.context.rank, self.config.seed, start_micro
+                len(self.expert_dataset), self.config.batch_size, rank=self.context.rank,
+                world_size=self.context.world_size, seed=self.config.seed, start_batch=start_micro,
             )
             expert_iter = iter(self._loader(self.expert_dataset, expert_sampler, "expert"))
         while True:
@@ -425,23 +457,25 @@ class Trainer:
             inputs["expert_attention_mask"] = expert["attention_mask"].to(device, non_blocking=True)
         return inputs
 
+    def _autocast(self) -> Any:
+        return torch.autocast(
+            self.context.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
+
     def train_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
-        """One optimiser step over already-prepared device inputs (one dict per micro-batch)."""
+        """One optimiser step over already-prepared device inputs (one dict per micro-batch).
+
+        With several micro-batches the step is the one a single batch holding all of them would
+        take (`_accumulate_exactly`): the contrastive loss runs over the whole accumulated batch.
+        """
         self.wrapped.train()
-        accumulation = len(micro_batches)
-        totals: dict[str, float] = {}
-        for index, inputs in enumerate(micro_batches):
-            sync = contextlib.nullcontext()
-            if isinstance(self.wrapped, DistributedDataParallel) and index < accumulation - 1:
-                sync = self.wrapped.no_sync()
-            with sync:
-                with torch.autocast(
-                    self.context.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-                ):
-                    terms = self.wrapped(**inputs)
-                self.scaler.scale(terms["total"] / accumulation).backward()
-            for key, value in terms.items():
-                totals[key] = totals.get(key, 0.0) + float(value.detach()) / accumulation
+        if len(micro_batches) == 1:
+            with self._autocast():
+                terms = self.wrapped(**micro_batches[0])
+            self.scaler.scale(terms["total"]).backward()
+            totals = {key: float(value.detach()) for key, value in terms.items()}
+        else:
+            totals = self._accumulate_exactly(micro_batches)
         self.scaler.unscale_(self.optimizer)
         if self.config.optim.grad_clip is not None:
             totals["grad_norm"] = float(
@@ -454,6 +488,57 @@ class Trainer:
         self.model.clamp_logit_scale_()
         self.step += 1
         return totals
+
+    def _accumulate_exactly(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
+        """Gradients of the loss over all micro-batches together, with one micro-batch in memory at a time.
+
+        1. Embed every micro-batch without autograd (RNG state saved, BatchNorm buffers restored
+           afterwards); 2. compute the loss over the concatenated embeddings and backpropagate to
+           them (and to the logit scale and expert attention); 3. re-embed each micro-batch with the
+           same RNG state and backpropagate the embedding gradients through the towers. Contrastive
+           losses do not split over micro-batches, so summing per-micro-batch losses would give a
+           different (smaller-batch) objective. In DDP the gradients are averaged over ranks here.
+        """
+        objective = self.objective
+        embed_keys = ("images", "input_ids", "attention_mask", "expert_images", "expert_input_ids",
+                      "expert_attention_mask")
+        buffers = {name: buffer.detach().clone() for name, buffer in self.model.named_buffers()}
+        rng_states: list[dict[str, Any]] = []
+        cached: list[dict[str, torch.Tensor]] = []
+        with torch.no_grad():
+            for inputs in micro_batches:
+                rng_states.append(_device_rng_state(self.context.device))
+                with self._autocast():
+                    embedded = objective.embeddings(**{k: inputs[k] for k in embed_keys if k in inputs})
+                cached.append({key: value.detach() for key, value in embedded.items()})
+            for name, buffer in self.model.named_buffers():
+                buffer.copy_(buffers[name])
+        full = {key: torch.cat([part[key] for part in cached]).requires_grad_(True) for key in cached[0]}
+        category_index = torch.cat([inputs["category_index"] for inputs in micro_batches])
+        category_multi_hot = torch.cat([inputs["category_multi_hot"] for inputs in micro_batches])
+        sync = self.wrapped.no_sync() if isinstance(self.wrapped, DistributedDataParallel) else contextlib.nullcontext()
+        with sync:
+            with self._autocast():
+                terms = objective.loss_terms(full, category_index, category_multi_hot)
+            self.scaler.scale(terms["total"]).backward()
+            starts = {key: 0 for key in full}
+            for inputs, state, part in zip(micro_batches, rng_states, cached):
+                _restore_device_rng_state(self.context.device, state)
+                with self._autocast():
+                    embedded = objective.embeddings(**{k: inputs[k] for k in embed_keys if k in inputs})
+                keys = list(embedded)
+                torch.autograd.backward(
+                    [embedded[key] for key in keys],
+                    [full[key].grad[starts[key] : starts[key] + part[key].shape[0]] for key in keys],
+                )
+                for key in keys:
+                    starts[key] += part[key].shape[0]
+        if self.context.distributed:
+            for parameter in self.model.parameters():
+                if parameter.grad is not None:
+                    dist.all_reduce(parameter.grad)
+                    parameter.grad.div_(self.context.world_size)
+        return {key: float(value.detach()) for key, value in terms.items()}
 
     def fit(self) -> TrainResult:
         """Train until total_steps (or stop_after_steps / a signal), checkpointing along the way."""
@@ -567,7 +652,7 @@ class Trainer:
             "code_version": code_version(),
             "pretrain_config": self.config.model_dump(mode="json"),
             "mmretinal_manifest": self.expert_manifest.identity if self.expert_manifest else None,
-            "tower_init": {"vision": self.model.vision_model.init, "text": self.model.text_model.init},
+            "tower_init": self.tower_init,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
 
@@ -618,17 +703,19 @@ class Trainer:
             return None
         return self.checkpoint_dir / json.loads(pointer.read_text())["checkpoint"]
 
-    def _resume_if_requested(self) -> None:
+    def _resume_path(self) -> Path | None:
+        """The checkpoint this run continues from: the configured path, output_dir's latest, or None."""
         option = self.config.resume
         if option is None or option == "none":
-            return
+            return None
         if option == "auto":
-            path = self._latest_checkpoint_path()
-            if path is None:
-                return
-        else:
-            path = Path(option)
-        self.resume_from(path)
+            return self._latest_checkpoint_path()
+        return Path(option)
+
+    def _resume_if_requested(self) -> None:
+        path = self._resume_path()
+        if path is not None:
+            self.resume_from(path)
 
     def resume_from(self, path: Path) -> None:
         """Restore model, optimiser, scheduler, scaler, step and this rank's RNG state from a checkpoint."""
@@ -660,6 +747,42 @@ class Trainer:
         self.last_saved_step = self.step
         restore_rng_state(state["rng"][self.context.rank])
         logger.info("resumed from %s at step %d", path, self.step)
+
+
+def _device_rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_device_rng_state(device: torch.device, state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def refuse_random_towers(model: KeepFITModel, allowed: bool) -> None:
+    """Stop a fresh run whose towers would start from random weights, unless that is explicitly allowed."""
+    random_towers = model.random_towers()
+    if not random_towers:
+        return
+    if allowed:
+        logger.warning("%s tower(s) start from random weights (allow_random_init)", " and ".join(random_towers))
+        return
+    vision, text = model.config.vision, model.config.text
+    wanted = {
+        "vision": f"ImageNet weights {vision.weights} for {vision.arch} not found (vision.weights_path or the "
+        "torch hub cache)" if vision.pretrained and vision.arch != "custom" else
+        "the image tower has no pretrained weights configured",
+        "text": f"text encoder {text.model_name!r} not found (a local directory or the Hugging Face cache)"
+        if text.pretrained and text.model_name else "the text tower has no pretrained weights configured",
+    }
+    missing = "; ".join(wanted[name] for name in random_towers)
+    raise ValueError(
+        f"refusing to pretrain from random {' and '.join(random_towers)} tower(s): {missing}. "
+        "Provide the weights, or pass --allow-random-init (allow_random_init=true) to start from random weights"
+    )
 
 
 def freeze_unused_pooler(model: KeepFITModel) -> None:

@@ -42,13 +42,31 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def preprocessing_fingerprint(model: ImageTextEncoder) -> str:
-    """What turns a file into the input tensor: the preprocess callable's description and size."""
+def preprocessing_fingerprint(model: ImageTextEncoder, view: int = 0) -> str:
+    """What turns a file into the input tensor: the preprocess callable's description, size and TTA view."""
     preprocess = model.preprocess
     description = repr(preprocess)
     if " at 0x" in description:
         description = f"{type(preprocess).__module__}.{type(preprocess).__qualname__}"
-    return f"{description}|size={model.image_size}|v{FEATURE_PIPELINE_VERSION}"
+    suffix = f"|view={view}" if view else ""
+    return f"{description}|size={model.image_size}|v{FEATURE_PIPELINE_VERSION}{suffix}"
+
+
+def tta_view(image: torch.Tensor, view: int, index: int) -> torch.Tensor:
+    """View `view` of one preprocessed image [3, S, S] for test-time augmentation.
+
+    0 is the image itself, 1 its horizontal flip, and every later view a random draw of the
+    release's training augmentation (flip, affine, colour jitter) seeded by (view, image index),
+    so a view is the same whatever the batch size or worker count.
+    """
+    if view == 0:
+        return image
+    if view == 1:
+        return image.flip(-1)
+    from keepfit.augment import AugmentConfig, augment_batch
+
+    generator = torch.Generator().manual_seed(1_000_003 * view + index)
+    return augment_batch(image[None], AugmentConfig(), generator)[0]
 
 
 @dataclass
@@ -69,10 +87,11 @@ class FeatureSet:
 class _ImageFiles(Dataset):
     """Decoded, preprocessed images; a file that cannot be read yields an error string, not a crash."""
 
-    def __init__(self, paths: list[Path], preprocess: Any, image_size: int) -> None:
+    def __init__(self, paths: list[Path], preprocess: Any, image_size: int, view: int = 0) -> None:
         self.paths = paths
         self.preprocess = preprocess
         self.image_size = image_size
+        self.view = view
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -80,16 +99,21 @@ class _ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
         try:
             tensor = self.preprocess(load_rgb_image(self.paths[index]))
-            return tensor, index, ""
+            return tta_view(tensor, self.view, index), index, ""
         except ValueError as exc:
             return torch.zeros(3, self.image_size, self.image_size), index, str(exc)
 
 
 def image_loader(
-    paths: list[Path], model: ImageTextEncoder, batch_size: int, num_workers: int, shuffle: bool = False
+    paths: list[Path],
+    model: ImageTextEncoder,
+    batch_size: int,
+    num_workers: int,
+    shuffle: bool = False,
+    view: int = 0,
 ) -> DataLoader:
     return DataLoader(
-        _ImageFiles(paths, model.preprocess, model.image_size),
+        _ImageFiles(paths, model.preprocess, model.image_size, view),
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
@@ -112,6 +136,7 @@ def extract_features(
     batch_size: int = 32,
     num_workers: int = 0,
     key: str = "",
+    view: int = 0,
 ) -> FeatureSet:
     """Raw and projected features of `paths` in file order (one forward pass of the image tower)."""
     was_training = model.training
@@ -121,7 +146,7 @@ def extract_features(
     errors: dict[int, str] = {}
     started = time.perf_counter()
     try:
-        for images, indices, messages in image_loader(paths, model, batch_size, num_workers):
+        for images, indices, messages in image_loader(paths, model, batch_size, num_workers, view=view):
             raw = model.image_features(images)
             projected = _project(model, raw, images)
             raw_parts.append(raw.float().cpu().numpy())
@@ -204,10 +229,11 @@ class FeatureCache:
         model_hash: str | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
+        view: int = 0,
     ) -> FeatureSet:
-        """Features of every image of `dataset`, from the cache when the key matches."""
+        """Features of every image of `dataset` (in test-time view `view`), from the cache when the key matches."""
         model_hash = model_hash or model_fingerprint(model)
-        key = self.key_for(model_hash, dataset, preprocessing_fingerprint(model))
+        key = self.key_for(model_hash, dataset, preprocessing_fingerprint(model, view))
         cached = self._read(key)
         if cached is not None and len(cached.valid) == len(dataset):
             self.hits += 1
@@ -215,6 +241,6 @@ class FeatureCache:
             return cached
         self.misses += 1
         logger.info("feature cache miss %s (%s, %d images): extracting", key, dataset.name, len(dataset))
-        features = extract_features(model, dataset.image_paths, batch_size, num_workers, key=key)
+        features = extract_features(model, dataset.image_paths, batch_size, num_workers, key=key, view=view)
         self._write(features)
         return features

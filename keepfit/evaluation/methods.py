@@ -49,6 +49,12 @@ class PromptOptions(BaseModel):
     knowledge_path: str | None = Field(
         None, description="YAML/JSON category -> descriptions file; the bundled dictionary when unset."
     )
+    prototype: Literal["mean", "renormalized_mean"] = Field(
+        "mean",
+        description="'mean' (release): a class prototype is the plain mean of its prompts' normalised embeddings. "
+        "'renormalized_mean': that mean L2-normalised again, so every class scores on the same cosine scale "
+        "whatever the spread of its prompts.",
+    )
 
 
 class LinearProbeOptions(BaseModel):
@@ -60,7 +66,11 @@ class LinearProbeOptions(BaseModel):
     features: Literal["raw", "projected"] = Field(
         "raw", description="'raw' trunk features (2048-d for ResNet-50) or 'projected' joint-space embeddings."
     )
-    normalize: bool = Field(True, description="L2-normalise features before the probe (the release's norm_features).")
+    normalize: bool = Field(
+        False,
+        description="L2-normalise features before the probe. Off in the release, which probes raw trunk features "
+        "when project_features is off; with C fixed at 0.316, normalising changes the effective regularisation.",
+    )
 
 
 class AdapterOptions(BaseModel):
@@ -78,27 +88,40 @@ class AdapterOptions(BaseModel):
 class FineTuneOptions(BaseModel):
     """Full fine-tuning of the image tower with a linear head."""
 
-    epochs: int = Field(20, description="Maximum training epochs.")
+    epochs: int = Field(50, description="Maximum training epochs (release: 50).")
     lr: float = Field(1e-4, description="AdamW learning rate for the image tower and the head.")
     weight_decay: float = Field(1e-5, description="AdamW weight decay.")
     batch_size: int = Field(8, description="Images per step.")
-    patience: int = Field(5, description="Stop after this many epochs without validation ACA gain (needs a val set).")
+    patience: int = Field(
+        10, description="Stop after this many epochs without validation ACA gain (release: 10). Without a "
+        "validation set (the default 80/0/20 split) all epochs run and the last one is used, as in the release.",
+    )
     horizontal_flip: bool = Field(True, description="Random horizontal flips of training images.")
-    normalize: bool = Field(True, description="L2-normalise trunk features before the head (as the linear probe).")
+    normalize: bool = Field(False, description="L2-normalise trunk features before the head (as the linear probe).")
     update_batchnorm: bool = Field(
-        False,
-        description="Update BatchNorm running statistics while fine-tuning. Off by default: small fine-tuning "
-        "batches give noisy statistics, and LP-FT then starts exactly from the probe it was initialised with.",
+        True,
+        description="Update BatchNorm running statistics while fine-tuning (release). Off keeps them frozen: "
+        "small batches give noisy statistics, and LP-FT then starts exactly from the probe it was initialised with.",
     )
 
 
 class MethodOptions(BaseModel):
     """Hyperparameters of all methods; each method reads its own part."""
 
+    profile: str = Field(
+        "reproduce", description="Profile these options started from ('reproduce' = the release); shown in reports."
+    )
     prompts: PromptOptions = Field(default_factory=PromptOptions, description="Class prototype construction.")
     linear_probe: LinearProbeOptions = Field(default_factory=LinearProbeOptions, description="Linear probe.")
     adapter: AdapterOptions = Field(default_factory=AdapterOptions, description="CLIP-Adapter / Tip-Adapter.")
     fine_tune: FineTuneOptions = Field(default_factory=FineTuneOptions, description="Fine-tuning and LP-FT.")
+    tta: bool = Field(
+        False,
+        description="Test-time augmentation for the frozen-encoder methods: average the softmax probabilities over "
+        "`tta_views` views of each test image (the image, its horizontal flip, then random release-style "
+        "augmentations). Fine-tuning methods always predict on the image itself.",
+    )
+    tta_views: int = Field(4, ge=1, description="Views per test image when `tta` is on (including the image itself).")
     device: str = Field("cpu", description="Torch device for adapters and fine-tuning.")
     batch_size: int = Field(32, description="Images per forward pass when extracting or predicting.")
     num_workers: int = Field(0, description="DataLoader worker processes for image decoding.")
@@ -152,7 +175,7 @@ class MethodContext:
 
     @torch.no_grad()
     def class_prototypes(self) -> torch.Tensor:
-        """[K, E]: per class, the renormalised mean of the normalised embeddings of its prompts."""
+        """[K, E]: per class, the mean of the normalised embeddings of its prompts (renormalised if configured)."""
         if self._prototypes is None:
             was_training = self.model.training
             self.model.eval()
@@ -160,7 +183,10 @@ class MethodContext:
                 rows = []
                 for name, prompts in self.class_prompts().items():
                     embeddings = F.normalize(self.model.encode_text(prompts).float().cpu(), dim=-1)
-                    rows.append(F.normalize(embeddings.mean(dim=0), dim=-1))
+                    prototype = embeddings.mean(dim=0)
+                    if self.options.prompts.prototype == "renormalized_mean":
+                        prototype = F.normalize(prototype, dim=-1)
+                    rows.append(prototype)
                     logger.debug("class %r prototype from %d prompts", name, len(prompts))
             finally:
                 self.model.train(was_training)

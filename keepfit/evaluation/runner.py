@@ -6,15 +6,17 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from keepfit.evaluation.datasets import LabeledImageSet, load_experiment_dataset
 from keepfit.evaluation.features import FeatureCache, FeatureSet, model_fingerprint
-from keepfit.evaluation.methods import FoldData, MethodContext, MethodOptions, create_method
+from keepfit.evaluation.methods import FoldData, MethodContext, MethodOptions, TransferMethod, create_method
 from keepfit.evaluation.metrics import (
     ClassificationMetrics,
     MetricSummary,
@@ -50,7 +52,12 @@ class FoldResult(BaseModel):
 class EvaluationResult(BaseModel):
     """One method on one experiment for one checkpoint, over all folds."""
 
-    experiment: str = Field(description="Experiment name from the registry.")
+    experiment: str = Field(
+        description="Experiment name from the registry; '<trained on> -> <tested on>' for a cross-dataset test."
+    )
+    tested_on: str | None = Field(
+        None, description="External experiment the test images came from (cross-dataset testing); None: the same."
+    )
     method: str = Field(description="Transfer method.")
     checkpoint: str = Field(description="Checkpoint path or model config name, as given.")
     model_sha256: str = Field(description="SHA-256 of the model weights (the feature-cache identity).")
@@ -82,6 +89,11 @@ class EvaluationOptions(BaseModel):
     split: SplitOptions | None = Field(None, description="Split options; the method's paper default when unset.")
     folds: int | None = Field(None, description="Override the number of folds of the (default) split.")
     methods: MethodOptions = Field(default_factory=MethodOptions, description="Method hyperparameters.")
+    test_experiments: list[str] = Field(
+        default_factory=list,
+        description="Cross-dataset testing: after each fold, also test on all images of these experiments "
+        "(read with the training experiment's classes).",
+    )
 
 
 def _drop_unreadable(split: Split, features: FeatureSet) -> Split:
@@ -95,58 +107,62 @@ def _drop_unreadable(split: Split, features: FeatureSet) -> Split:
     return Split(split.fold, filtered(split.train), filtered(split.val), filtered(split.test))
 
 
-def evaluate_method(
+@dataclass
+class ExternalTest:
+    """Another experiment's images tested with a model fitted on this one (the release's --experiment_test)."""
+
+    spec: ExperimentSpec
+    dataset: LabeledImageSet
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def predict_scores(
+    transfer: TransferMethod,
+    fold: FoldData,
+    indices: np.ndarray,
     model: ImageTextEncoder,
-    spec: ExperimentSpec,
-    dataset: LabeledImageSet,
-    method: str,
+    model_hash: str,
     options: EvaluationOptions,
     cache: FeatureCache,
+) -> np.ndarray:
+    """Scores of `indices`; with TTA on a frozen-encoder method, mean softmax probabilities over the views."""
+    scores = transfer.predict(fold, indices)
+    methods = options.methods
+    if not methods.tta or transfer.reads_images or methods.tta_views <= 1:
+        return scores
+    probabilities = [_softmax(scores)]
+    for view in range(1, methods.tta_views):
+        features = cache.get_or_compute(
+            model, fold.dataset, model_hash, batch_size=methods.batch_size, num_workers=methods.num_workers, view=view
+        )
+        view_fold = FoldData(split=fold.split, labels=fold.labels, features=features, dataset=fold.dataset)
+        probabilities.append(_softmax(transfer.predict(view_fold, indices)))
+    return np.mean(probabilities, axis=0)
+
+
+def _result(
+    name: str,
+    method: str,
+    spec: ExperimentSpec,
+    dataset: LabeledImageSet,
+    split_options: SplitOptions,
+    options: EvaluationOptions,
+    fold_results: list[FoldResult],
     checkpoint_label: str,
-    model_hash: str | None = None,
-    context: MethodContext | None = None,
+    model_hash: str,
+    features: FeatureSet,
+    cache_hit: bool,
+    tested_on: str | None = None,
 ) -> EvaluationResult:
-    """All folds of one method on one experiment; features come from (or go to) `cache`."""
-    model_hash = model_hash or model_fingerprint(model)
-    split_options = options.split or default_split(method, options.folds)
-    if options.split is not None and options.folds is not None:
-        split_options = split_options.model_copy(update={"folds": options.folds})
-    hits_before = cache.hits
-    features = cache.get_or_compute(
-        model, dataset, model_hash, batch_size=options.methods.batch_size, num_workers=options.methods.num_workers
-    )
-    cache_hit = cache.hits > hits_before
-    if context is None or context.classes != spec.classes:
-        context = MethodContext(model=model, classes=spec.classes, options=options.methods)
-    fold_results: list[FoldResult] = []
-    for split in make_splits(dataset.labels, split_options):
-        split = _drop_unreadable(split, features)
-        if split.test.size == 0:
-            raise ValueError(f"{spec.name} fold {split.fold}: empty test set with split {split_options}")
-        started = time.perf_counter()
-        fold = FoldData(split=split, labels=dataset.labels, features=features, dataset=dataset)
-        transfer = create_method(method, context)
-        transfer.fit(fold)
-        scores = transfer.predict(fold, split.test)
-        metrics = classification_metrics(dataset.labels[split.test], scores, len(spec.classes), graded=spec.graded)
-        elapsed = time.perf_counter() - started
-        logger.info(
-            "%s %s fold %d: ACA %.3f AUC %.3f (%d train / %d test, %.1f s)",
-            spec.name, method, split.fold, metrics.aca, metrics.auc, split.train.size, split.test.size, elapsed,
-        )
-        fold_results.append(
-            FoldResult(
-                fold=split.fold,
-                n_train=int(split.train.size),
-                n_val=int(split.val.size),
-                n_test=int(split.test.size),
-                metrics=metrics,
-                seconds=elapsed,
-            )
-        )
     fold_metrics = [result.metrics for result in fold_results]
     return EvaluationResult(
-        experiment=spec.name,
+        experiment=name,
+        tested_on=tested_on,
         method=method,
         checkpoint=checkpoint_label,
         model_sha256=model_hash,
@@ -163,6 +179,127 @@ def evaluate_method(
         feature_cache_hit=cache_hit,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def evaluate_method_with_external(
+    model: ImageTextEncoder,
+    spec: ExperimentSpec,
+    dataset: LabeledImageSet,
+    method: str,
+    options: EvaluationOptions,
+    cache: FeatureCache,
+    checkpoint_label: str,
+    model_hash: str | None = None,
+    context: MethodContext | None = None,
+    external: Sequence[ExternalTest] = (),
+) -> list[EvaluationResult]:
+    """All folds of one method on one experiment, plus each fold's model tested on every external set.
+
+    Returns the experiment's result first, then one result per external test (named
+    '<experiment> -> <external>'), each over the same folds.
+    """
+    model_hash = model_hash or model_fingerprint(model)
+    split_options = options.split or default_split(method, options.folds)
+    if options.split is not None and options.folds is not None:
+        split_options = split_options.model_copy(update={"folds": options.folds})
+    methods = options.methods
+    hits_before = cache.hits
+    features = cache.get_or_compute(
+        model, dataset, model_hash, batch_size=methods.batch_size, num_workers=methods.num_workers
+    )
+    cache_hit = cache.hits > hits_before
+    external_features = [
+        cache.get_or_compute(model, item.dataset, model_hash, batch_size=methods.batch_size,
+                             num_workers=methods.num_workers)
+        for item in external
+    ]
+    if context is None or context.classes != spec.classes:
+        context = MethodContext(model=model, classes=spec.classes, options=methods)
+    fold_results: list[FoldResult] = []
+    external_results: list[list[FoldResult]] = [[] for _ in external]
+    for split in make_splits(dataset.labels, split_options):
+        split = _drop_unreadable(split, features)
+        if split.test.size == 0:
+            raise ValueError(f"{spec.name} fold {split.fold}: empty test set with split {split_options}")
+        started = time.perf_counter()
+        fold = FoldData(split=split, labels=dataset.labels, features=features, dataset=dataset)
+        transfer = create_method(method, context)
+        transfer.fit(fold)
+        scores = predict_scores(transfer, fold, split.test, model, model_hash, options, cache)
+        metrics = classification_metrics(dataset.labels[split.test], scores, len(spec.classes), graded=spec.graded)
+        elapsed = time.perf_counter() - started
+        logger.info(
+            "%s %s fold %d: ACA %.3f AUC %.3f (%d train / %d test, %.1f s)",
+            spec.name, method, split.fold, metrics.aca, metrics.auc, split.train.size, split.test.size, elapsed,
+        )
+        fold_results.append(
+            FoldResult(
+                fold=split.fold,
+                n_train=int(split.train.size),
+                n_val=int(split.val.size),
+                n_test=int(split.test.size),
+                metrics=metrics,
+                seconds=elapsed,
+            )
+        )
+        for item, item_features, collected in zip(external, external_features, external_results):
+            started = time.perf_counter()
+            test = np.flatnonzero(item_features.valid)
+            external_split = Split(split.fold, np.array([], dtype=np.int64), np.array([], dtype=np.int64), test)
+            external_fold = FoldData(
+                split=external_split, labels=item.dataset.labels, features=item_features, dataset=item.dataset
+            )
+            external_scores = predict_scores(transfer, external_fold, test, model, model_hash, options, cache)
+            external_metrics = classification_metrics(
+                item.dataset.labels[test], external_scores, len(spec.classes), graded=spec.graded
+            )
+            logger.info("%s %s fold %d tested on %s: ACA %.3f", spec.name, method, split.fold, item.spec.name,
+                        external_metrics.aca)
+            collected.append(
+                FoldResult(fold=split.fold, n_train=int(split.train.size), n_val=int(split.val.size),
+                           n_test=int(test.size), metrics=external_metrics, seconds=time.perf_counter() - started)
+            )
+    results = [
+        _result(spec.name, method, spec, dataset, split_options, options, fold_results, checkpoint_label,
+                model_hash, features, cache_hit)
+    ]
+    for item, item_features, collected in zip(external, external_features, external_results):
+        results.append(
+            _result(f"{spec.name} -> {item.spec.name}", method, spec, item.dataset, split_options, options,
+                    collected, checkpoint_label, model_hash, item_features, True, tested_on=item.spec.name)
+        )
+    return results
+
+
+def evaluate_method(
+    model: ImageTextEncoder,
+    spec: ExperimentSpec,
+    dataset: LabeledImageSet,
+    method: str,
+    options: EvaluationOptions,
+    cache: FeatureCache,
+    checkpoint_label: str,
+    model_hash: str | None = None,
+    context: MethodContext | None = None,
+) -> EvaluationResult:
+    """All folds of one method on one experiment; features come from (or go to) `cache`."""
+    return evaluate_method_with_external(
+        model, spec, dataset, method, options, cache, checkpoint_label, model_hash, context
+    )[0]
+
+
+def load_external_tests(spec: ExperimentSpec, names: Sequence[str], registry: Any, options: EvaluationOptions) -> list[ExternalTest]:
+    """The datasets of `names`, read with the training experiment's classes (labels must match by name)."""
+    tests = []
+    for name in names:
+        other = registry.get(name)
+        if name == spec.name:
+            raise ValueError(f"{name}: an experiment cannot be its own external test set")
+        dataset = load_experiment_dataset(
+            other.model_copy(update={"classes": spec.classes}), options.data_root, options.dataframe_dir
+        )
+        tests.append(ExternalTest(spec=other, dataset=dataset))
+    return tests
 
 
 def evaluate_model(
@@ -182,9 +319,12 @@ def evaluate_model(
         spec = registry.get(name)
         dataset = load_experiment_dataset(spec, options.data_root, options.dataframe_dir)
         context = MethodContext(model=model, classes=spec.classes, options=options.methods)
+        external = load_external_tests(spec, options.test_experiments, registry, options)
         for method in methods:
-            results.append(
-                evaluate_method(model, spec, dataset, method, options, cache, checkpoint_label, model_hash, context)
+            results.extend(
+                evaluate_method_with_external(
+                    model, spec, dataset, method, options, cache, checkpoint_label, model_hash, context, external
+                )
             )
     return results
 
@@ -221,6 +361,9 @@ class EvaluationRequest(BaseModel):
     split: SplitOptions | None = Field(None, description="Split options; each method's paper default when unset.")
     folds: int | None = Field(None, description="Override the number of folds.")
     method_options: MethodOptions = Field(default_factory=MethodOptions, description="Method hyperparameters.")
+    test_experiments: list[str] = Field(
+        default_factory=list, description="Experiments to test each fitted model on as well (cross-dataset)."
+    )
     artifact_key: str = Field("evaluation", description="Prefix of published artifact keys (flow only).")
 
     def evaluation_options(self) -> EvaluationOptions:
@@ -232,4 +375,5 @@ class EvaluationRequest(BaseModel):
             split=self.split,
             folds=self.folds,
             methods=self.method_options,
+            test_experiments=self.test_experiments,
         )

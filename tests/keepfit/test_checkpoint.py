@@ -52,6 +52,8 @@ def test_released_layout_loads_strictly_and_saves_back_to_the_same_keys(tmp_path
 
     model = keepfit.load(path)  # no sidecar: architecture inferred from the keys
     assert model.config.name == "keepfit-cfp" and model.attention is not None
+    # As trained: text pooled over padding tokens too, 256 tokens (the reproduce profile, no flag needed).
+    assert model.config.text.padded_mean and model.config.text.max_length == 256
     assert torch.equal(model.attention.W_v.weight, released["attention.W_v.weight"])
     assert torch.equal(
         model.text_model.model.embeddings.word_embeddings.weight,

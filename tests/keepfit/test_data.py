@@ -1,4 +1,5 @@
 import random
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,10 +52,34 @@ def test_flair_dataframe_drops_banned_categories_and_skips_bad_rows(tmp_path, ca
 
 
 def test_banned_category_variants():
-    for name in ("myopia", "High Myopia", "cataracts", "macular_hole", "retinitis pigmentosa"):
+    for name in (
+        "myopia", "High Myopia", "myopic degeneration", "pathologic myopia", "cataracts", "macular_hole",
+        "retinitis pigmentosa", "retinitis", "Retinitis",
+    ):
         assert is_banned_category(name), name
-    for name in ("glaucoma", "normal", "diabetic retinopathy"):
-        assert not is_banned_category(name)
+    for name in ("glaucoma", "normal", "diabetic retinopathy", "chorioretinitis", "macular scar"):
+        assert not is_banned_category(name), name
+
+
+def test_banned_filter_on_a_csv_with_the_tricky_names(tmp_path):
+    """The release's held-out classes: myop* (incl. myopic degeneration) and exact 'retinitis' leave pretraining."""
+    rows = {
+        "a.png": "['myopic degeneration']",
+        "b.png": "['retinitis']",
+        "c.png": "['chorioretinitis']",
+        "d.png": "['glaucoma', 'high myopia']",
+        "e.png": "['tessellation']",
+        "f.png": "['no cataract']",
+        "g.png": "['retinitis pigmentosa']",
+        "h.png": "['macular hole']",
+        "i.png": "['normal']",
+    }
+    csv_path = tmp_path / "tricky.csv"
+    pd.DataFrame(
+        {"image": list(rows), "atributes": ["[]"] * len(rows), "categories": list(rows.values())}
+    ).to_csv(csv_path, index=False)
+    kept = read_flair_dataframe(csv_path)
+    assert [Path(p).name for p in kept["image"]] == ["c.png", "e.png", "i.png"]
 
 
 def test_missing_columns_name_the_file(tmp_path):
@@ -107,6 +132,37 @@ def test_flair_dataset_items_are_reproducible_per_epoch(synthetic_pretraining_da
     assert len(texts) > 1
 
 
+def test_captions_sample_one_attribute_and_skip_knowledge_for_report_labelled_sources(tmp_path):
+    """Release captions: one attribute at random in [ATR]; text-supervised sources keep their class names."""
+    image = tmp_path / "01_EYEPACS" / "a.png"
+    image.parent.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    (tmp_path / "11_STARE").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "11_STARE" / "b.png")
+    csv_path = tmp_path / "mixed.csv"
+    pd.DataFrame({
+        "image": ["01_EYEPACS/a.png", "11_STARE/b.png"],
+        "atributes": ["['noisy', 'macula centred']", "[]"],
+        "categories": ["['glaucoma']", "['glaucoma']"],
+    }).to_csv(csv_path, index=False)
+    frame = read_flair_dataframe(csv_path)
+    assert frame["source"].tolist() == ["01_EYEPACS", "11_STARE"]
+    knowledge = {"glaucoma": ["enlarged optic cup"]}
+    dataset = FlairDataset(frame, 16, knowledge=knowledge, seed=0)
+    first = {dataset[(0, epoch)]["text"] for epoch in range(40)}
+    assert first == {
+        f"A {attribute} fundus photograph of {name}"
+        for attribute in ("noisy", "macula centred") for name in ("glaucoma", "enlarged optic cup")
+    }
+    assert {dataset[(1, epoch)]["text"] for epoch in range(20)} == {"A fundus photograph of glaucoma"}
+    joined = FlairDataset(frame, 16, knowledge=knowledge, seed=0, attributes="all", knowledge_excluded_sources=())
+    assert {joined[(0, e)]["text"] for e in range(40)} == {
+        "A noisy macula centred fundus photograph of glaucoma",
+        "A noisy macula centred fundus photograph of enlarged optic cup",
+    }
+    assert "A fundus photograph of enlarged optic cup" in {joined[(1, e)]["text"] for e in range(40)}
+
+
 def test_expert_manifest_excludes_rejected_and_filters_modality_and_language(synthetic_pretraining_data):
     data = synthetic_pretraining_data
     config = ExpertDataConfig(registry_root=str(data["registry"]), version=data["version"])
@@ -156,15 +212,26 @@ def test_sharded_batches_cover_the_global_batch_and_resume_mid_epoch():
     assert len(set(epoch_one)) == 20 and {epoch for batch in expected[5:10] for _, epoch in batch} == {1}
 
 
-def test_expert_batches_are_uniform_with_replacement_independent_per_rank_and_step():
-    rank0 = ExpertBatchSampler(10, 6, rank=0, seed=2)
-    rank1 = ExpertBatchSampler(10, 6, rank=1, seed=2)
-    assert rank0.batch(3) == ExpertBatchSampler(10, 6, rank=0, seed=2, start_batch=3).batch(3)
-    assert rank0.batch(3) != rank1.batch(3) and rank0.batch(3) != rank0.batch(4)
-    drawn = [i for step in range(200) for i, _ in rank0.batch(step)]
-    counts = np.bincount(drawn, minlength=10)
-    assert counts.min() > 80 and all(0 <= i < 10 for i in drawn)
-    assert any(len({i for i, _ in rank0.batch(s)}) < 6 for s in range(50))  # with replacement
+def test_expert_batches_have_no_duplicates_within_a_step_and_resume_exactly():
+    rank0 = ExpertBatchSampler(25, 4, rank=0, world_size=2, seed=2)
+    rank1 = ExpertBatchSampler(25, 4, rank=1, world_size=2, seed=2)
+    for step in range(30):
+        together = [i for i, _ in rank0.batch(step) + rank1.batch(step)]
+        assert len(set(together)) == 8 and all(0 <= i < 25 for i in together)
+    # Iteration from a resume position is the same stream.
+    stream = iter(ExpertBatchSampler(25, 4, rank=0, world_size=2, seed=2))
+    first = [next(stream) for _ in range(7)]
+    resumed = iter(ExpertBatchSampler(25, 4, rank=0, world_size=2, seed=2, start_batch=4))
+    assert [next(resumed) for _ in range(3)] == first[4:] == [rank0.batch(s) for s in range(4, 7)]
+    # Without replacement: within an epoch (3 global batches of 8 from 25) no item repeats.
+    epoch = [i for s in range(3) for i, _ in rank0.batch(s) + rank1.batch(s)]
+    assert len(epoch) == len(set(epoch)) == 24
+    # Independent of the FLAIR order drawn with the same seed.
+    flair_order = ShardedEpochBatchSampler(25, 4, rank=0, world_size=2, seed=2).permutation(0)[:4].tolist()
+    assert [i for i, _ in rank0.batch(0)] != flair_order
+    assert rank0.batch(0) != ExpertBatchSampler(25, 4, rank=0, world_size=2, seed=3).batch(0)
+    with pytest.raises(ValueError, match="smaller than one global expert batch"):
+        ExpertBatchSampler(7, 4, world_size=2)
 
 
 def test_collate_tokenizes_and_stacks(tiny_model):
@@ -191,3 +258,25 @@ def test_augmentation_is_seeded_bounded_and_changes_images():
     assert a.shape == images.shape and a.min() >= 0 and a.max() <= 1
     assert not torch.allclose(a, images, atol=1e-2)
     assert torch.equal(augment_batch(images, AugmentConfig(enabled=False), torch.Generator()), images)
+
+
+def test_reproduce_augmentation_is_the_release_recipe():
+    """Flip p=0.5, affine p=0.25 (rotation 5 degrees, scale 0.9-1, no shift), jitter p=0.25 (0.2, 0.2)."""
+    config = AugmentConfig()
+    assert (config.flip_probability, config.affine_probability, config.color_probability) == (0.5, 0.25, 0.25)
+    assert config.scale_range == (0.9, 1.0) and config.translate_fraction == 0.0 and config.rotation_degrees == 5
+    assert (config.brightness, config.contrast, config.saturation) == (0.2, 0.2, 0.0)
+    images = torch.rand(400, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    none = AugmentConfig(flip_probability=0.0, affine_probability=0.0, color_probability=0.0)
+    torch.testing.assert_close(augment_batch(images, none, torch.Generator().manual_seed(0)), images)
+    flip_only = none.model_copy(update={"flip_probability": 1.0})
+    torch.testing.assert_close(augment_batch(images, flip_only, torch.Generator().manual_seed(0)), images.flip(-1))
+    # With flips off, an image is untouched unless its affine or jitter draw fired: 0.75 * 0.75 of them.
+    no_flip = config.model_copy(update={"flip_probability": 0.0})
+    out = augment_batch(images, no_flip, torch.Generator().manual_seed(3))
+    untouched = (out - images).abs().flatten(1).amax(1) < 1e-5
+    assert 0.48 < untouched.float().mean().item() < 0.65
+    strong = AugmentConfig.strong()
+    assert strong.affine_probability == 1.0 and strong.translate_fraction > 0
+    out = augment_batch(images, strong.model_copy(update={"flip_probability": 0.0}), torch.Generator().manual_seed(3))
+    assert ((out - images).abs().flatten(1).amax(1) > 1e-3).all()

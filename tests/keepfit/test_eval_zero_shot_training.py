@@ -40,6 +40,7 @@ def test_zero_shot_after_brief_pretraining_beats_chance(tmp_path):
         tensorboard=False,
         progress_bar=False,
         resume=None,
+        allow_random_init=True,
     )
     trained = run_pretraining(config)
     assert trained.checkpoint is not None and trained.checkpoint.exists()

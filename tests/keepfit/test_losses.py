@@ -30,13 +30,48 @@ def test_soft_targets_reduce_to_identity_when_every_category_differs():
     assert torch.allclose(clip_loss(images, texts, scale, targets), clip_loss(images, texts, scale))
 
 
-def test_category_targets_mark_images_that_hold_the_text_category():
+def test_reproduce_targets_match_on_the_sampled_category_only():
+    """Release formula: target[i, j] = 1 iff sample i and sample j drew the same category this step."""
+    selected = ["glaucoma", "glaucoma", "drusen"]
+    categories = [["glaucoma"], ["glaucoma", "drusen"], ["drusen", "glaucoma"]]
+    targets = category_targets_from_names(selected, categories)
+    assert targets.tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+    assert LossConfig().soft_targets == "sampled_category"
+    assert category_targets(torch.tensor([2, 0, 2, 1])).tolist() == [
+        [1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]
+    ]
+
+
+def test_multi_hot_targets_mark_images_that_hold_the_text_category():
     targets = category_targets_from_names(
-        ["glaucoma", "glaucoma", "drusen"], [["glaucoma"], ["glaucoma", "drusen"], ["drusen", "glaucoma"]]
+        ["glaucoma", "glaucoma", "drusen"],
+        [["glaucoma"], ["glaucoma", "drusen"], ["drusen", "glaucoma"]],
+        mode="multi_hot",
     )
     assert targets.tolist() == [[1, 1, 1], [1, 1, 1], [0, 1, 1]]
     multi_hot = torch.tensor([[True, False], [True, True]])
-    assert category_targets(torch.tensor([1, 0]), multi_hot).tolist() == [[1, 1], [1, 1]]
+    assert category_targets(torch.tensor([1, 0]), multi_hot, "multi_hot").tolist() == [[1, 1], [1, 1]]
+
+
+def test_objective_uses_the_configured_target_mode(tiny_model):
+    """A multi-label batch: the two modes give different FLAIR losses, each equal to its formula."""
+    tiny_model.eval()
+    inputs = _objective_inputs(tiny_model)
+    inputs["category_index"] = torch.tensor([0, 1, 2, 3])
+    inputs["category_multi_hot"] = torch.tensor(
+        [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool
+    )
+    flair_only = {"expert_clip_weight": 0.0, "knowledge_mse_weight": 0.0}
+    with torch.no_grad():
+        images, texts = tiny_model(inputs["images"], inputs["input_ids"], inputs["attention_mask"])
+        scale = tiny_model.scale()
+        sampled = PretrainingObjective(tiny_model, LossConfig(**flair_only))(**inputs)["flair_clip"]
+        multi = PretrainingObjective(tiny_model, LossConfig(soft_targets="multi_hot", **flair_only))(**inputs)
+    assert torch.allclose(sampled, clip_loss(images, texts, scale, torch.eye(4)))
+    expected_multi = torch.eye(4)
+    expected_multi[1, 0] = 1.0  # text 1 ("category 1") matches image 0, which also holds category 1
+    assert torch.allclose(multi["flair_clip"], clip_loss(images, texts, scale, expected_multi))
+    assert not torch.allclose(sampled, multi["flair_clip"])
 
 
 def test_soft_target_loss_uses_row_normalised_targets_on_both_sides():

@@ -142,3 +142,31 @@ def test_a_local_hugging_face_model_directory_sets_the_text_projection_width():
     with torch.no_grad():
         features = model.text_features(["optic disc cupping", "a fundus photograph of glaucoma"])
     assert features.shape == (2, 384)
+
+
+def test_reproduce_pooling_is_the_mean_over_padding_tokens_too():
+    """Release pooling: hidden states 1, 2 and last, each averaged over all T positions (padding included)."""
+    torch.manual_seed(0)
+    model = keepfit.create_model("tiny", **{"text.padded_mean": True}).eval()
+    tokens = model.tokenize(["a fundus photograph of proliferative diabetic retinopathy", "normal"])
+    assert tokens["attention_mask"][1].sum() < tokens["attention_mask"].shape[1]
+    with torch.no_grad():
+        output = model.text_model.model(**tokens, output_hidden_states=True)
+        hidden = [output.hidden_states[i] for i in (1, 2, -1)]
+        padded = sum(h.sum(dim=1) / h.shape[1] for h in hidden) / 3
+        mask = tokens["attention_mask"][:, :, None].float()
+        masked = sum((h * mask).sum(dim=1) / mask.sum(dim=1) for h in hidden) / 3
+        features = model.text_model.features(**tokens)
+    torch.testing.assert_close(features, padded, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(features[1], masked[1], atol=1e-3)
+
+
+def test_released_architectures_reproduce_training_pooling_and_lengths():
+    from keepfit.checkpoint import infer_model_config
+
+    keepfit_config = infer_model_config({"attention.W_q.weight": torch.zeros(1)})
+    flair_config = infer_model_config({"logit_scale": torch.zeros(())})
+    assert keepfit_config.name == "keepfit-cfp" and keepfit_config.text.padded_mean
+    assert keepfit_config.text.max_length == 256
+    assert flair_config.name == "flair" and flair_config.text.padded_mean and flair_config.text.max_length == 77
+    assert load_model_config("keepfit-cfp", **{"text.padded_mean": False}).text.padded_mean is False
