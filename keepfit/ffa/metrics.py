@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -35,22 +36,25 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
+_METEOR: list[Any] = []
+"""One METEOR jar process per Python process: starting Java and loading its tables takes seconds."""
+_METEOR_LOCK = threading.Lock()
+
+
 def _meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[float | None, str | None]:
     if not java_available():
         return None, "java not found (install default-jre-headless)"
     from pycocoevalcap.meteor.meteor import Meteor
 
-    try:
-        scorer = Meteor()
-    except OSError as exc:
-        return None, f"cannot start the METEOR jar: {exc}"
-    try:
-        score, _ = scorer.compute_score(gts, res)
-        return float(score), None
-    except (ValueError, OSError, BrokenPipeError) as exc:
-        return None, f"METEOR jar failed: {exc}"
-    finally:
-        del scorer
+    with _METEOR_LOCK:
+        try:
+            if not _METEOR or _METEOR[0].meteor_p.poll() is not None:
+                _METEOR[:] = [Meteor()]
+            score, _ = _METEOR[0].compute_score(gts, res)
+            return float(score), None
+        except (ValueError, OSError) as exc:
+            _METEOR.clear()
+            return None, f"METEOR jar failed: {exc}"
 
 
 def caption_scores(references: dict[str, str], hypotheses: dict[str, str], meteor: bool = True) -> CaptionScores:

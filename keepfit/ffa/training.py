@@ -98,6 +98,7 @@ class ReportTrainConfig(BaseModel):
     validation_meteor: bool = Field(
         True, description="Also compute METEOR on validation every epoch (starts the Java jar each time; selection never needs it)."
     )
+    test_meteor: bool = Field(True, description="Compute METEOR (needs Java) when scoring the test split.")
     score_test: bool = Field(True, description="Score the test split once with the selected weights after training.")
     amp: Literal["auto", "bf16", "off"] = Field("auto", description="bf16 autocast: auto = on CUDA with bf16 support.")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
@@ -415,7 +416,7 @@ class ReportTrainer:
         test = None
         if config.score_test and self.cases.split("test"):
             self.model.load_state_dict(read_state_dict(best_path))
-            test = self.score_split("test", best_epoch)
+            test = self.score_split("test", best_epoch, meteor=config.test_meteor)
         return ReportTrainResult(
             best_epoch=best_epoch,
             best_checkpoint=best_path,
@@ -458,6 +459,7 @@ def evaluate_report_checkpoint(
     batch_size: int = 16,
     device: str = "auto",
     num_workers: int = 0,
+    meteor: bool = True,
 ) -> SplitResult:
     """Generate and score one split of an FFA-IR-format file with a trained generator."""
     torch_device = resolve_device(device)
@@ -472,7 +474,7 @@ def evaluate_report_checkpoint(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=ReportCollate(vocab, model.config.max_length)
     )
     generated, references = generate_reports(model, vocab, loader, decode_config, torch_device)
-    return SplitResult(split, caption_scores(references, generated), generated, references)
+    return SplitResult(split, caption_scores(references, generated, meteor=meteor), generated, references)
 
 
 def frames_from_paths(paths: list[str | Path]) -> list[Path]:
