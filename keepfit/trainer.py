@@ -31,7 +31,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from keepfit.augment import AugmentConfig, augment_batch
-from keepfit.ffa.pretraining import FFAIRPretrainConfig, FFAIRPretrainDataset
 from keepfit.checkpoint import (
     atomic_write_bytes,
     atomic_write_json,
@@ -39,6 +38,7 @@ from keepfit.checkpoint import (
     read_sidecar,
     save_checkpoint,
 )
+from keepfit.ffa.pretraining import FFAIRPretrainConfig, FFAIRPretrainDataset
 from keepfit.flair_data import FlairDataset, read_flair_dataframes
 from keepfit.losses import LossConfig
 from keepfit.mmretinal_data import ExpertDataConfig, ExpertDataset, read_expert_manifest

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from foundation.files import write_atomic
 from keepfit.checkpoint import atomic_write_json
 from keepfit.ffa.metrics import METRIC_NAMES
-from foundation.files import write_atomic
 
 EXAMPLES = 5
 
