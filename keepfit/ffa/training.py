@@ -454,18 +454,25 @@ def evaluate_report_checkpoint(
     source: FFAIRSource,
     split: str = "test",
     decode_config: DecodeConfig | None = None,
-    sample_unit: Literal["case", "image"] = "case",
-    max_frames: int = 8,
+    sample_unit: Literal["case", "image"] | None = None,
+    max_frames: int | None = None,
     batch_size: int = 16,
     device: str = "auto",
     num_workers: int = 0,
     meteor: bool = True,
 ) -> SplitResult:
-    """Generate and score one split of an FFA-IR-format file with a trained generator."""
+    """Generate and score one split of an FFA-IR-format file with a trained generator.
+
+    Decoding, sample unit and frames per case default to those the generator was trained with.
+    """
     torch_device = resolve_device(device)
     model, vocab, sidecar = load_report_checkpoint(checkpoint, torch_device)
+    trained = sidecar.get("train_config") or {}
     if decode_config is None:
-        decode_config = DecodeConfig.model_validate((sidecar.get("train_config") or {}).get("decode") or {})
+        decode_config = DecodeConfig.model_validate(trained.get("decode") or {})
+    data = ReportDataConfig.model_validate({k: v for k, v in (trained.get("data") or {}).items() if k in ("sample_unit", "max_frames")})
+    sample_unit = sample_unit or data.sample_unit
+    max_frames = max_frames or data.max_frames
     cases = read_ffa_ir(source.annotation, source.image_root, splits=(split,), on_bad_case=source.on_bad_case).split(split)
     if not cases:
         raise ValueError(f"{source.annotation}: split {split!r} has no usable cases")

@@ -65,3 +65,19 @@ def test_frames_of_one_case_share_its_report_as_category(ffa_ir_annotation):
     assert len(by_case) == 32
     with pytest.raises(ValueError, match="test split would leak"):
         FFAIRPretrainDataset(FFAIRPretrainConfig(annotation=str(ffa_ir_annotation), splits=["train", "test"]), 48)
+
+
+def test_ffa_pretraining_resumes_exactly(ffa_ir_annotation, ffa_manifest, tmp_path):
+    import torch
+
+    base = _overrides(ffa_ir_annotation, ffa_manifest, tmp_path, max_steps=4, checkpoint_every=100,
+                      **{"optim.warmup_steps": 1, "ffa_ir.sample_unit": "case"})
+    straight = Trainer(load_pretrain_config("tiny", {**base, "output_dir": str(tmp_path / "straight")})).fit()
+    split = {**base, "output_dir": str(tmp_path / "split")}
+    first = Trainer(load_pretrain_config("tiny", {**split, "stop_after_steps": 2})).fit()
+    assert first.step == 2 and first.stopped_early
+    second = Trainer(load_pretrain_config("tiny", split)).fit()
+    expected = torch.load(straight.checkpoint, weights_only=True)
+    resumed = torch.load(second.checkpoint, weights_only=True)
+    for key in expected:
+        assert torch.equal(expected[key], resumed[key]), key

@@ -93,3 +93,26 @@ def test_validation_split_is_required_for_selection(ffa_ir_annotation, tmp_path)
     config = load_report_config("tiny", {"data.ffa_ir": {"annotation": str(path), "image_root": str(Path(ffa_ir_annotation).parent)}})
     with pytest.raises(ValueError, match="no usable validation cases"):
         ReportTrainer(config)
+
+
+def test_mmretinal_pairs_join_training_and_the_vocabulary(ffa_ir_annotation, ffa_manifest, tmp_path):
+    registry, version = ffa_manifest
+    config = load_report_config(
+        "tiny",
+        {
+            "data.ffa_ir": {"annotation": str(ffa_ir_annotation)},
+            "data.mmretinal": {"registry_root": str(registry), "version": version, "modalities": ["FFA"]},
+            "data.mmretinal_ratio": 0.25,
+            "data.sample_unit": "image",
+            "output_dir": str(tmp_path / "run"),
+            "epochs": 1,
+            "test_meteor": False,
+        },
+    )
+    trainer = ReportTrainer(config)
+    assert len(trainer.extra) == 12 and "angiography" in trainer.vocab.index
+    epoch = trainer.epoch_cases(1)
+    assert sum(c.source == "mm-retinal" for c in epoch) == 8 and len(epoch) == 40
+    result = trainer.fit()
+    assert result.history[0]["train_loss"] > 0 and result.test is not None
+    assert all("#" in case_id for case_id in result.test.generated), "image mode scores every frame"
