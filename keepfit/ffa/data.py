@@ -67,12 +67,6 @@ class SkipCounts:
         if len(bucket) < EXAMPLES_PER_REASON:
             bucket.append(example)
 
-    def merge(self, other: SkipCounts) -> None:
-        for reason, count in other.counts.items():
-            self.counts[reason] += count
-            bucket = self.examples.setdefault(reason, [])
-            bucket.extend(other.examples.get(reason, [])[: EXAMPLES_PER_REASON - len(bucket)])
-
     @property
     def total(self) -> int:
         return sum(self.counts.values())

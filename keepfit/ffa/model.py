@@ -172,10 +172,6 @@ class ReportGenerator(nn.Module):
         return self.decode(self.encode(images, frame_counts), tokens)
 
 
-def build_report_generator(config: ReportModelConfig, vocab_size: int) -> ReportGenerator:
-    return ReportGenerator(config, vocab_size)
-
-
 def describe(model: ReportGenerator) -> dict[str, Any]:
     return {
         "trunk": model.config.vision.arch,
