@@ -15,6 +15,7 @@ STORE_HELP = "Image store (default: the one the version recorded, or $MMRETINAL_
 
 class ExportFormat(str, Enum):
     flair_csv = "flair-csv"
+    ffa_ir = "ffa-ir"
 
 
 class CaptionLanguage(str, Enum):
@@ -172,7 +173,8 @@ def register(app: typer.Typer) -> None:
         root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
         image_store: Path | None = typer.Option(None, "--image-store", help=STORE_HELP),
     ) -> None:
-        """Write a version as KeepFIT/FLAIR dataframes (CFP: image,caption; FFA/OCT: image,atributes,categories)."""
+        """Write a version as KeepFIT/FLAIR dataframes (CFP: image,caption; FFA/OCT: image,atributes,categories),
+        or with --format ffa-ir its FFA pairs as an FFA-IR annotation JSON plus images."""
         from data_manifests.export import FlairExportOptions, export_flair_csv
         from data_manifests.registry import RegistryError, load_manifest
 
@@ -180,6 +182,14 @@ def register(app: typer.Typer) -> None:
             loaded = load_manifest(_root(root), ref, image_store=image_store)
         except RegistryError as exc:
             _fail(str(exc))
+        if export_format is ExportFormat.ffa_ir:
+            from data_manifests.export_ffa_ir import FFAIRExportOptions, export_ffa_ir
+
+            ffa = export_ffa_ir(loaded, out, options=FFAIRExportOptions(link_mode=link_mode.value))
+            typer.echo(f"FFA: {ffa.images} images in {ffa.cases} cases -> {ffa.annotation}")
+            for error in ffa.errors:
+                typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1 if ffa.errors else 0)
         options = FlairExportOptions(language=language.value, image_root=image_root, link_mode=link_mode.value)
         result = export_flair_csv(loaded, out, options=options)
         for modality, csv_file in result.csv_files.items():

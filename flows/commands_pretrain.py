@@ -8,7 +8,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command()
     def pretrain(
-        config: str = typer.Argument(..., help="Pretraining YAML path or bundled name (keepfit-cfp, tiny)."),
+        config: str = typer.Argument(..., help="Pretraining YAML path or bundled name (keepfit-cfp, keepfit-ffa, tiny)."),
         set_: list[str] = typer.Option(
             [], "--set", "-s", help="Override a setting with a dotted key, e.g. --set optim.lr=3e-4; repeatable."
         ),
@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
         prefect: bool = typer.Option(False, "--prefect", help="Run as the Prefect `pretrain` flow."),
     ) -> None:
-        """Pretrain KeepFIT on FLAIR dataframes plus a published MM-Retinal manifest version.
+        """Pretrain KeepFIT on FLAIR dataframes (or, with keepfit-ffa, FFA-IR reports) plus a published MM-Retinal version.
 
         For several GPUs run `torchrun --nproc_per_node N -m keepfit.trainer CONFIG key=value ...`.
         """

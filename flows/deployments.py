@@ -3,7 +3,9 @@
 Deployments: `build-dataset/mm-retinal`, `publish-manifest/mm-retinal` and, when their modules
 are importable, `pretrain/keepfit` (one run at a time; an event trigger on
 `mmretinal.manifest.published` that passes the new dataset and version, shipped disabled) and
-`evaluate/keepfit`. Runs of a served deployment execute in this process's machine.
+`evaluate/keepfit`, and the angiography half: `pretrain/keepfit-ffa` (the pretrain flow with the
+`keepfit-ffa` config), `ffa-report-train/keepfit-ffa` and `ffa-report-evaluate/keepfit-ffa`.
+Runs of a served deployment execute in this process's machine.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = "mm-retinal"
 TRAINING_DEPLOYMENT_NAME = "keepfit"
+FFA_DEPLOYMENT_NAME = "keepfit-ffa"
 PRETRAIN_ON_PUBLISH_ENV = "MMRETINAL_PRETRAIN_ON_PUBLISH"
 
 
@@ -104,6 +107,43 @@ def build_deployments(options: ServeOptions) -> list[Any]:
                 description="Evaluate checkpoints and publish report artifacts.",
                 concurrency_limit=1,
                 tags=["keepfit", "evaluate"],
+            )
+        )
+    deployments.extend(ffa_deployments(pretrain))
+    return deployments
+
+
+def ffa_deployments(pretrain: Any | None) -> list[Any]:
+    """KeepFIT-FFA pretraining and FFA report generation (training, evaluation)."""
+    deployments = []
+    if pretrain is not None:
+        deployments.append(
+            pretrain.to_deployment(
+                name=FFA_DEPLOYMENT_NAME,
+                description="KeepFIT-FFA pretraining (FFA-IR + MM-Retinal FFA pairs); one run at a time.",
+                parameters={"config": "keepfit-ffa"},
+                concurrency_limit=1,
+                tags=["keepfit", "ffa", "pretrain"],
+            )
+        )
+    train = _optional_flow("flows.ffa", "ffa_report_train_flow")
+    if train is not None:
+        deployments.append(
+            train.to_deployment(
+                name=FFA_DEPLOYMENT_NAME,
+                description="Train the FFA report generator, select on validation, score test once.",
+                concurrency_limit=1,
+                tags=["keepfit", "ffa", "report"],
+            )
+        )
+    evaluate = _optional_flow("flows.ffa", "ffa_report_evaluate_flow")
+    if evaluate is not None:
+        deployments.append(
+            evaluate.to_deployment(
+                name=FFA_DEPLOYMENT_NAME,
+                description="Score a report generator on an FFA-IR split and publish report artifacts.",
+                concurrency_limit=1,
+                tags=["keepfit", "ffa", "report"],
             )
         )
     return deployments

@@ -38,6 +38,7 @@ from keepfit.checkpoint import (
     read_sidecar,
     save_checkpoint,
 )
+from keepfit.ffa.pretraining import FFAIRPretrainConfig, FFAIRPretrainDataset
 from keepfit.flair_data import TEXT_SUPERVISED_SOURCES, FlairDataset, read_flair_dataframes
 from keepfit.losses import LossConfig
 from keepfit.mmretinal_data import ExpertDataConfig, ExpertDataset, read_expert_manifest
@@ -107,6 +108,9 @@ class PretrainConfig(BaseModel):
     model: str = Field("keepfit-cfp", description="Architecture config name or YAML path.")
     model_overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides of the architecture.")
     flair: FlairDataConfig = Field(default_factory=FlairDataConfig, description="FLAIR data.")
+    ffa_ir: FFAIRPretrainConfig | None = Field(
+        None, description="KeepFIT-FFA: FFA-IR reports replace the FLAIR data as the general side; null for CFP."
+    )
     expert: ExpertDataConfig = Field(default_factory=ExpertDataConfig, description="MM-Retinal manifest data.")
     loss: LossConfig = Field(default_factory=LossConfig, description="Loss weights (ablation switches).")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="FLAIR batch augmentation.")
@@ -378,6 +382,8 @@ class Trainer:
 
     def _build_data(self, image_size: int) -> None:
         config = self.config
+        if config.ffa_ir is not None:
+            return self._build_ffa_ir_data(image_size)
         if not config.flair.dataframes:
             raise ValueError("flair.dataframes is empty: give at least one FLAIR-format CSV")
         frame = read_flair_dataframes(config.flair.dataframes, config.flair.image_root, config.flair.banned_categories)
@@ -404,6 +410,28 @@ class Trainer:
             "FLAIR: %d images, %d categories; MM-Retinal: %s",
             len(self.flair_dataset),
             len(self.flair_dataset.category_names),
+            self.expert_manifest.identity if self.expert_manifest else "not used",
+        )
+
+    def _build_ffa_ir_data(self, image_size: int) -> None:
+        """KeepFIT-FFA: FFA-IR frames + reports as the general side, MM-Retinal (FFA) pairs as the expert side."""
+        config = self.config
+        cache = ResizedImageCache(config.cache_dir, image_size) if config.cache_dir else None
+        self.flair_dataset = FFAIRPretrainDataset(config.ffa_ir, image_size, cache, config.seed)
+        self.flair_batches_per_epoch = len(self.flair_dataset) // (config.batch_size * self.context.world_size)
+        if self.flair_batches_per_epoch == 0:
+            raise ValueError(
+                f"{len(self.flair_dataset)} FFA-IR samples is fewer than one global batch "
+                f"({config.batch_size} x {self.context.world_size})"
+            )
+        self.expert_manifest = read_expert_manifest(config.expert) if config.loss.uses_expert_batches else None
+        self.expert_dataset = None
+        if self.expert_manifest is not None:
+            self.expert_dataset = ExpertDataset(
+                self.expert_manifest, image_size, cache, config.expert.language, config.expert.verify_images, config.seed
+            )
+        logger.info(
+            "FFA-IR: %s; MM-Retinal: %s", self.flair_dataset.identity(),
             self.expert_manifest.identity if self.expert_manifest else "not used",
         )
 
@@ -652,6 +680,7 @@ class Trainer:
             "code_version": code_version(),
             "pretrain_config": self.config.model_dump(mode="json"),
             "mmretinal_manifest": self.expert_manifest.identity if self.expert_manifest else None,
+            "ffa_ir": self.flair_dataset.identity() if self.config.ffa_ir is not None else None,
             "tower_init": self.tower_init,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
