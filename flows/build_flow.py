@@ -34,6 +34,7 @@ from flows.artifacts import (  # noqa: E402
     artifact_key,
     publish_build_artifacts,
     publish_manifest_artifact,
+    publish_report_artifact,
 )
 from curation.build import (  # noqa: E402
     BookResult,
@@ -301,6 +302,7 @@ def publish_manifest(build_id: str | None = None, options: BuildOptions | None =
         raise ValueError(f"build {record.build_id} in {options.work_dir} has no pairs; nothing to publish")
     summary = publish_build_task(record, options)
     artifact_id = publish_manifest_artifact(options.dataset, summary)
+    report_artifact_id = publish_report_artifact(options, summary)  # dataset report page (flows/artifacts.py)
     if summary.unchanged:
         event_id = None
         logger.info("%s already holds this content: no new version, no %s event", summary.ref, PUBLISHED_EVENT)
@@ -312,4 +314,5 @@ def publish_manifest(build_id: str | None = None, options: BuildOptions | None =
         "published": summary.model_dump(mode="json"),
         "event_id": event_id,
         "artifact_id": artifact_id,
+        "report_artifact_id": report_artifact_id,
     }

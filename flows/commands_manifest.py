@@ -162,6 +162,30 @@ def register(app: typer.Typer) -> None:
         if not report.ok:
             raise typer.Exit(1)
 
+    @manifest_app.command("report")
+    def report_command(
+        ref: str = typer.Argument(..., help="Version to report on, e.g. mm-retinal/v1."),
+        out: Path | None = typer.Option(None, "--out", help="HTML file to write (default: ./<dataset>-<version>-report.html)."),
+        examples: int = typer.Option(6, "--examples", min=0, max=50, help="Example pairs per modality."),
+        root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        image_store: Path | None = typer.Option(None, "--image-store", help=STORE_HELP),
+    ) -> None:
+        """Write an HTML page with plots and example pairs of a version."""
+        from data_manifests.registry import RegistryError, load_manifest
+        from data_manifests.report import ReportOptions, write_report
+
+        try:
+            loaded = load_manifest(_root(root), ref, image_store=image_store)
+        except RegistryError as exc:
+            _fail(str(exc))
+        target = out or Path(f"{loaded.meta.dataset}-{loaded.meta.version}-report.html")
+        try:
+            report = write_report(loaded, target, ReportOptions(examples_per_modality=examples))
+        except OSError as exc:
+            _fail(f"cannot write the report of {loaded.ref} to {target}: {exc}")
+        shown = sum(len(items) for items in report.examples.values())
+        typer.echo(f"{loaded.ref}: {report.n_pairs} pairs, {len(report.plots)} plots, {shown} examples -> {target}")
+
     @app.command("export")
     def export_command(
         ref: str = typer.Argument(..., help="Version to export, e.g. mm-retinal/v1."),

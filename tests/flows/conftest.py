@@ -188,6 +188,7 @@ def chromium(chromium_binaries: tuple[str, str], tmp_path_factory: pytest.TempPa
             f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
         ):
             options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # driver.get_log("browser") for console errors
         driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
         driver.set_page_load_timeout(30)
         drivers.append(driver)
