@@ -19,6 +19,7 @@ def pretrain_flow(
     config: str = "keepfit-cfp",
     dataset: str | None = None,
     manifest_version: str | None = None,
+    modalities: list[str] | None = None,
     overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Pretrain KeepFIT and return where the final checkpoint is.
@@ -28,6 +29,7 @@ def pretrain_flow(
         dataset: MM-Retinal dataset name in the manifest registry (overrides `expert.dataset`).
         manifest_version: published version, e.g. 'v3' or 'latest' (overrides `expert.version`);
             a publish event can pass the version it just wrote.
+        modalities: MM-Retinal modalities to train on, e.g. ["FFA"] (overrides `expert.modalities`).
         overrides: dotted `key=value` settings, e.g. ["optim.lr=3e-4", "max_steps=1000"].
     """
     logger = get_run_logger()
@@ -36,6 +38,8 @@ def pretrain_flow(
         settings.append(f"expert.dataset={dataset}")
     if manifest_version is not None:
         settings.append(f"expert.version={manifest_version}")
+    if modalities:
+        settings.append(f"expert.modalities=[{', '.join(modalities)}]")
     options = load_pretrain_config(config, settings)
     logger.info("pretraining %s into %s", options.model, options.output_dir)
     result = run_pretraining(options)
