@@ -113,3 +113,15 @@ def test_a_process_worker_picks_up_and_finishes_a_pretraining_run(prefect_server
     assert current.work_pool_name == POOL
     assert "gpu-host-1" in worker_log
     assert (output_dir / "checkpoints" / "step-0000002.pth").is_file()
+
+
+def test_prefect_yaml_puts_the_same_training_deployments_on_the_gpu_pool():
+    import yaml
+
+    from flows.deployments import GPU_DEPLOYMENTS, GPU_WORK_POOL
+
+    declared = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text(encoding="utf-8"))
+    on_gpu = {(d["entrypoint"], d["name"]): d for d in declared["deployments"] if d["work_pool"]["name"] == GPU_WORK_POOL}
+    assert set(on_gpu) == {(spec.entrypoint, spec.name) for spec in GPU_DEPLOYMENTS}
+    for spec in GPU_DEPLOYMENTS:
+        assert on_gpu[(spec.entrypoint, spec.name)].get("parameters", {}) == spec.parameters
