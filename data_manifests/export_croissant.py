@@ -204,7 +204,6 @@ def export_croissant(
     options = options or CroissantExportOptions()
     loaded = load_source(source, root)
     meta = loaded.meta
-    errors: list[str] = []
     summary = ExportSummary(
         format="croissant",
         ref=loaded.ref,
@@ -212,14 +211,13 @@ def export_croissant(
         manifest_parquet_sha256=meta.manifest_parquet_sha256,
         out=Path(out),
         n_rows=0,
-        errors=errors,
     )
     with replaced_folder(Path(out)) as staging:
         parquet_file = staging / MANIFEST_PARQUET
         shutil.copyfile(loaded.path / MANIFEST_PARQUET, parquet_file)
         parquet_sha256 = sha256_file(parquet_file)
         if parquet_sha256 != meta.manifest_parquet_sha256:
-            errors.append(
+            summary.errors.append(
                 f"{loaded.path / MANIFEST_PARQUET} has SHA-256 {parquet_sha256}, manifest.json records "
                 f"{meta.manifest_parquet_sha256}"
             )
@@ -232,7 +230,7 @@ def export_croissant(
                     options.link_mode,
                 )
             except (OSError, ValueError) as exc:
-                errors.append(f"pair {row['pair_id']}: {exc}")
+                summary.errors.append(f"pair {row['pair_id']}: {exc}")
                 continue
             summary.n_rows += 1
         document = croissant_metadata(loaded, parquet_sha256, options).to_json()

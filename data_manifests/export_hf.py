@@ -13,6 +13,7 @@ Images are embedded as bytes in an `Image` feature, so the folder is self-contai
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -92,36 +93,47 @@ def export_hf(
     options: HfExportOptions | None = None,
 ) -> ExportSummary:
     """Write `source` to `out` as a `datasets` dataset (arrow + parquet) with a dataset card."""
-    from datasets import Dataset
+    from datasets import Dataset, DatasetInfo
+    from datasets.arrow_writer import ArrowWriter
 
     started = time.perf_counter()
     options = options or HfExportOptions()
     loaded = load_source(source, root)
     meta = loaded.meta
-    errors: list[str] = []
-    records = []
-    for item in verified_rows(loaded, errors):
-        record = item.fields()
-        record["image"] = {"bytes": item.image_bytes, "path": f"{item.row['image_sha256']}{item.image_suffix}"}
-        record["manifest_ref"] = loaded.ref
-        record["manifest_fingerprint"] = meta.content_fingerprint
-        records.append(record)
-    features = hf_features()
-    dataset = Dataset.from_list(records, features=features, split=options.split)
-    dataset.info.description = (
-        f"MM-Retinal fundus image-text pairs, version {loaded.ref} (content fingerprint {meta.content_fingerprint})."
-    )
-    dataset.info.version = meta.version.lstrip("v") + ".0.0"
     summary = ExportSummary(
         format="hf",
         ref=loaded.ref,
         content_fingerprint=meta.content_fingerprint,
         manifest_parquet_sha256=meta.manifest_parquet_sha256,
         out=Path(out),
-        n_rows=len(records),
-        errors=errors,
+        n_rows=0,
     )
-    with replaced_folder(Path(out)) as staging, _quiet_progress():
+    features = hf_features()
+    info = DatasetInfo(
+        description=f"MM-Retinal fundus image-text pairs, version {loaded.ref} (content fingerprint {meta.content_fingerprint}).",
+        version=meta.version.lstrip("v") + ".0.0",
+        features=features,
+    )
+    with (
+        replaced_folder(Path(out)) as staging,
+        tempfile.TemporaryDirectory(prefix=".rows-", dir=staging.parent) as rows_dir,
+        _quiet_progress(),
+    ):
+        # rows stream through an arrow file one image at a time, so memory stays that of one image
+        # (outside `staging`: save_to_disk refuses a target that holds the dataset's own file)
+        rows_file = Path(rows_dir) / "rows.arrow"
+        records: list[dict] = []  # the columns without images, for the dataset card
+        with ArrowWriter(features=features, path=str(rows_file)) as writer:
+            for item in verified_rows(loaded, summary.errors):
+                record = item.fields()
+                record["manifest_ref"] = loaded.ref
+                record["manifest_fingerprint"] = meta.content_fingerprint
+                records.append(record)
+                image = {"bytes": item.image_bytes, "path": f"{item.row['image_sha256']}{item.image_suffix}"}
+                writer.write(features.encode_example({**record, "image": image}))
+            writer.finalize()
+        summary.n_rows = len(records)
+        dataset = Dataset.from_file(str(rows_file), info=info, split=options.split)
         dataset.save_to_disk(str(staging))
         n_files = max(1, -(-len(dataset) // options.rows_per_parquet))
         parquet_files = []
@@ -133,6 +145,7 @@ def export_hf(
         summary.files = ["dataset_info.json", "state.json", *parquet_files, "README.md"]
         write_atomic(staging / "README.md", dataset_card(loaded, records, options, parquet_files))
         write_export_record(staging, summary)
+        del dataset
     return finish(summary, started)
 
 

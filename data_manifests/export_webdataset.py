@@ -63,7 +63,6 @@ def export_webdataset(
     meta = loaded.meta
     table = loaded.table
     keys = sample_keys(table.column("pair_id").to_pylist(), table.column("image_sha256").to_pylist())
-    errors: list[str] = []
     summary = ExportSummary(
         format="webdataset",
         ref=loaded.ref,
@@ -71,7 +70,6 @@ def export_webdataset(
         manifest_parquet_sha256=meta.manifest_parquet_sha256,
         out=Path(out),
         n_rows=0,
-        errors=errors,
     )
     with replaced_folder(Path(out)) as staging:
         pattern = str(staging / f"{options.prefix}-%06d.tar")
@@ -79,7 +77,7 @@ def export_webdataset(
             pattern, maxcount=options.samples_per_shard, maxsize=options.max_shard_bytes, verbose=0, mode=0o644,
             mtime=datetime.fromisoformat(meta.created).timestamp(),  # same version, same tar bytes
         ) as writer:
-            for item in verified_rows(loaded, errors):
+            for item in verified_rows(loaded, summary.errors):
                 record = item.fields()
                 record["manifest_ref"] = loaded.ref
                 record["manifest_fingerprint"] = meta.content_fingerprint

@@ -128,13 +128,15 @@ def test_croissant_validates_and_yields_records_with_images(version, tmp_path):
     assert all(r["pairs/image"].size == (12, 9) for r in records)
 
 
-def test_export_leaves_out_a_missing_image_and_says_so(version, tmp_path):
+@pytest.mark.parametrize("export", [export_hf, export_webdataset, export_croissant])
+def test_export_leaves_out_a_missing_image_and_says_so(version, tmp_path, export):
     loaded, _ = version
     oct_row = next(r for r in loaded.table.to_pylist() if r["modality"] == "OCT")
     loaded.image_file(oct_row["image_path"]).unlink()
-    summary = export_hf(loaded, tmp_path / "hf")
+    summary = export(loaded, tmp_path / "out")
     assert summary.n_rows == 3
     assert len(summary.errors) == 1 and oct_row["pair_id"] in summary.errors[0]
+    assert json.loads((tmp_path / "out" / "export.json").read_text())["errors"] == summary.errors
 
 
 @pytest.fixture
@@ -157,3 +159,13 @@ def test_export_command_writes_each_format(app, version, registry_root, tmp_path
     fingerprint = version[0].meta.content_fingerprint
     assert f"{export_format}: mm-retinal/v1 ({fingerprint[:12]}), 4 pairs" in result.output
     assert json.loads((out / "export.json").read_text())["content_fingerprint"] == fingerprint
+
+
+def test_export_command_names_a_target_that_is_a_file(app, version, registry_root, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    result = CliRunner().invoke(
+        app, ["export", "mm-retinal/v1", "--format", "hf", "--out", str(target), "--root", str(registry_root)]
+    )
+    assert result.exit_code == 2
+    assert f"export target {target} exists and is not a folder" in result.output and "Traceback" not in result.output
