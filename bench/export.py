@@ -2,7 +2,8 @@
 
 Builds and publishes the sample atlas (seed 0) once, or uses `--registry DIR` holding a published
 `mm-retinal` version, then writes it as flair-csv (the baseline), hf, webdataset and croissant and
-prints rows, MB on disk and seconds per format with the time ratio to the baseline.
+prints rows, MB on disk and seconds per format (best of three, libraries imported beforehand)
+with the time ratio to the baseline.
 
 Usage: python bench/export.py [--registry DIR] [--ref mm-retinal/latest]
 """
@@ -19,6 +20,9 @@ from data_manifests.export import export_flair_csv
 from data_manifests.export_common import folder_size
 from data_manifests.ml_exports import export_croissant, export_hf, export_webdataset
 from data_manifests.registry import load_manifest
+
+
+REPEATS = 3
 
 
 def published_sample(tmp: Path) -> Path:
@@ -43,15 +47,23 @@ def main() -> None:
         loaded = load_manifest(registry, args.ref)
         images = sum(loaded.image_file(p).stat().st_size for p in loaded.table.column("image_path").to_pylist())
         print(f"{loaded.ref}: {loaded.meta.n_pairs} pairs, {images / 1e6:.2f} MB of images in the store")
-        started = time.perf_counter()
-        export_flair_csv(loaded, tmp / "flair-csv")
-        baseline = time.perf_counter() - started
-        print(f"flair-csv (baseline): {folder_size(tmp / 'flair-csv') / 1e6:.2f} MB in {baseline:.2f}s")
+        import datasets  # noqa: F401 - import time is not export time
+        import mlcroissant  # noqa: F401
+        import webdataset  # noqa: F401
+
+        baseline = float("inf")
+        for attempt in range(REPEATS):
+            started = time.perf_counter()
+            export_flair_csv(loaded, tmp / f"flair-csv-{attempt}")
+            baseline = min(baseline, time.perf_counter() - started)
+        print(f"flair-csv (baseline): {folder_size(tmp / 'flair-csv-0') / 1e6:.2f} MB in {baseline:.3f}s")
         for name, export in (("hf", export_hf), ("webdataset", export_webdataset), ("croissant", export_croissant)):
-            summary = export(loaded, tmp / name)
+            runs = [export(loaded, tmp / name) for _ in range(REPEATS)]
+            seconds = min(run.seconds for run in runs)
+            summary = runs[-1]
             print(
-                f"{name}: {summary.n_rows} rows, {summary.n_bytes / 1e6:.2f} MB in {summary.seconds:.2f}s; "
-                f"time ratio to flair-csv {summary.seconds / baseline:.2f}"
+                f"{name}: {summary.n_rows} rows, {summary.n_bytes / 1e6:.2f} MB in {seconds:.3f}s; "
+                f"time ratio to flair-csv {seconds / baseline:.2f}"
             )
 
 

@@ -237,10 +237,10 @@ def deploy_gpu_flows(options: GpuPoolOptions) -> dict[str, str]:
     from prefect import Flow
     from prefect.settings import get_current_settings
 
-    if not get_current_settings().api.url:  # env var, profile or temporary settings
-        raise RuntimeError("PREFECT_API_URL is not set: point it at the Prefect server the GPU workers poll")
     if options.pool_type == "docker" and not options.image:
         raise RuntimeError("a docker work pool needs --image (an image with the project installed)")
+    if not get_current_settings().api.url:  # env var, profile or temporary settings
+        raise RuntimeError("PREFECT_API_URL is not set: point it at the Prefect server the GPU workers poll")
     ensure_work_pool(options.work_pool, options.pool_type)
     source = options.source.resolve()
     job_variables = dict(options.job_variables)
