@@ -250,6 +250,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         with temporary_settings({PREFECT_API_URL: f"{url}/api"}):
             yield PrefectServer(url=url, api_url=f"{url}/api", home=home)
     finally:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()  # send buffered run logs while the server still answers
         server.terminate()
         try:
             server.wait(timeout=30)
