@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from PIL import Image
 
-from curation.build import BuildRecord, PublishSummary
+from curation.build import BuildOptions, BuildRecord, PublishSummary
 from foundation.records import DocumentRun, Pair
 
 logger = logging.getLogger(__name__)
@@ -208,3 +208,32 @@ def publish_manifest_artifact(dataset: str, summary: PublishSummary) -> str:
 
     key = artifact_key(dataset, "published")
     return str(create_markdown_artifact(publish_markdown(summary), key=key, description=f"Published {summary.ref}."))
+
+
+REPORTS_DIR = "reports"
+
+
+def publish_report_artifact(options: BuildOptions, summary: PublishSummary) -> str | None:
+    """Write the dataset report (data_manifests/report.py) of a just-published version under
+    `<work_dir>/reports/` and show it on the run: a markdown artifact with the counts and plots, and
+    a link to the HTML page. A report that cannot be made is logged and skipped: the version is
+    already published and stays so."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+    from data_manifests.registry import RegistryError, load_manifest
+    from data_manifests.report import write_report
+
+    try:
+        loaded = load_manifest(options.registry_root, summary.ref, image_store=options.image_store)
+        out = (Path(options.work_dir) / REPORTS_DIR / f"{loaded.meta.dataset}-{loaded.meta.version}-report.html").resolve()
+        report = write_report(loaded, out)
+    except (RegistryError, OSError, ValueError) as exc:
+        logger.warning("no dataset report for %s: %s", summary.ref, exc)
+        return None
+    key = artifact_key(loaded.meta.dataset, "dataset-report")
+    artifact_id = create_markdown_artifact(report.markdown(), key=key, description=f"Dataset report of {summary.ref}.")
+    create_link_artifact(
+        out.as_uri(), link_text=f"{summary.ref} report (HTML)", key=f"{key}-page",
+        description=f"Self-contained page; rebuild with `mmretinal manifest report {summary.ref}`.",
+    )
+    return str(artifact_id)

@@ -38,7 +38,12 @@ from curation.build import (  # noqa: E402
     publish_build,
     record_build,
 )
-from flows.artifacts import artifact_key, publish_build_artifacts, publish_manifest_artifact  # noqa: E402
+from flows.artifacts import (  # noqa: E402
+    artifact_key,
+    publish_build_artifacts,
+    publish_manifest_artifact,
+    publish_report_artifact,
+)
 from foundation.records import DocumentRun  # noqa: E402
 from pipeline.extract import new_run  # noqa: E402
 
@@ -264,6 +269,7 @@ def publish_and_announce(record: BuildRecord, options: BuildOptions) -> PublishS
     logger = get_run_logger()
     summary = publish_build_task(record, options)
     publish_manifest_artifact(options.dataset, summary)
+    publish_report_artifact(options, summary)  # the dataset report page of the version
     if summary.unchanged:
         logger.info("%s already holds this content: no new version, no %s event", summary.ref, PUBLISHED_EVENT)
     else:

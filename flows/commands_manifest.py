@@ -16,6 +16,9 @@ STORE_HELP = "Image store (default: the one the version recorded, or $MMRETINAL_
 class ExportFormat(str, Enum):
     flair_csv = "flair-csv"
     ffa_ir = "ffa-ir"
+    hf = "hf"
+    webdataset = "webdataset"
+    croissant = "croissant"
 
 
 class CaptionLanguage(str, Enum):
@@ -160,22 +163,52 @@ def register(app: typer.Typer) -> None:
         if not report.ok:
             raise typer.Exit(1)
 
-    @app.command("export")
-    def export_command(
-        ref: str = typer.Argument(..., help="Version to export, e.g. mm-retinal/v1."),
-        out: Path = typer.Option(..., "--out", help="Directory for the CSV files."),
-        export_format: ExportFormat = typer.Option(ExportFormat.flair_csv, "--format", help="Output format."),
-        image_root: Path | None = typer.Option(
-            None, "--image-root", help="Directory the CSV image paths are relative to (default: OUT/images)."
-        ),
-        language: CaptionLanguage = typer.Option(CaptionLanguage.en, "--language", help="Caption language."),
-        link_mode: LinkMode = typer.Option(LinkMode.copy, "--link-mode", help="Copy images or symlink to the store."),
+    @manifest_app.command("report")
+    def report_command(
+        ref: str = typer.Argument(..., help="Version to report on, e.g. mm-retinal/v1."),
+        out: Path | None = typer.Option(None, "--out", help="HTML file to write (default: ./<dataset>-<version>-report.html)."),
+        examples: int = typer.Option(6, "--examples", min=0, max=50, help="Example pairs per modality."),
         root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
         image_store: Path | None = typer.Option(None, "--image-store", help=STORE_HELP),
     ) -> None:
-        """Write a version as KeepFIT/FLAIR dataframes (CFP: image,caption; FFA/OCT: image,atributes,categories),
-        or with --format ffa-ir its FFA pairs as an FFA-IR annotation JSON plus images."""
-        from data_manifests.export import FlairExportOptions, export_flair_csv
+        """Write an HTML page with plots and example pairs of a version."""
+        from data_manifests.registry import RegistryError, load_manifest
+        from data_manifests.report import ReportOptions, write_report
+
+        try:
+            loaded = load_manifest(_root(root), ref, image_store=image_store)
+        except RegistryError as exc:
+            _fail(str(exc))
+        target = out or Path(f"{loaded.meta.dataset}-{loaded.meta.version}-report.html")
+        try:
+            report = write_report(loaded, target, ReportOptions(examples_per_modality=examples))
+        except OSError as exc:
+            _fail(f"cannot write the report of {loaded.ref} to {target}: {exc}")
+        shown = sum(len(items) for items in report.examples.values())
+        typer.echo(f"{loaded.ref}: {report.n_pairs} pairs, {len(report.plots)} plots, {shown} examples -> {target}")
+
+    @app.command("export")
+    def export_command(
+        ref: str = typer.Argument(..., help="Version to export, e.g. mm-retinal/v1."),
+        out: Path = typer.Option(..., "--out", help="Directory to write the export into (replaced as a whole for hf, webdataset, croissant)."),
+        export_format: ExportFormat = typer.Option(
+            ExportFormat.flair_csv, "--format",
+            help="flair-csv (KeepFIT dataframes), ffa-ir (FFA pairs as FFA-IR JSON + images), hf (datasets on disk + parquet + card), webdataset (tar shards), croissant (JSON-LD).",
+        ),
+        image_root: Path | None = typer.Option(
+            None, "--image-root", help="flair-csv: directory the CSV image paths are relative to (default: OUT/images)."
+        ),
+        language: CaptionLanguage = typer.Option(
+            CaptionLanguage.en, "--language", help="Caption language (flair-csv CSVs, webdataset key.txt)."
+        ),
+        link_mode: LinkMode = typer.Option(
+            LinkMode.copy, "--link-mode", help="flair-csv, croissant: copy images or symlink to the store."
+        ),
+        shard_size: int = typer.Option(1000, "--shard-size", min=1, help="webdataset: most pairs per tar shard."),
+        root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        image_store: Path | None = typer.Option(None, "--image-store", help=STORE_HELP),
+    ) -> None:
+        """Write a version for training code: KeepFIT/FLAIR CSVs, FFA-IR JSON, a Hugging Face dataset, WebDataset shards or Croissant."""
         from data_manifests.registry import RegistryError, load_manifest
 
         try:
@@ -190,6 +223,11 @@ def register(app: typer.Typer) -> None:
             for error in ffa.errors:
                 typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1 if ffa.errors else 0)
+        if export_format is not ExportFormat.flair_csv:
+            _export_ml_format(loaded, out, export_format, language.value, link_mode.value, shard_size)
+            return
+        from data_manifests.export import FlairExportOptions, export_flair_csv
+
         options = FlairExportOptions(language=language.value, image_root=image_root, link_mode=link_mode.value)
         result = export_flair_csv(loaded, out, options=options)
         for modality, csv_file in result.csv_files.items():
@@ -201,3 +239,35 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {error}", err=True)
         if result.errors:
             raise typer.Exit(1)
+
+
+def _export_ml_format(loaded, out: Path, export_format: ExportFormat, language: str, link_mode: str, shard_size: int) -> None:
+    """Run one of the data_manifests.ml_exports writers and print what it wrote."""
+    from data_manifests.ml_exports import (
+        CroissantExportOptions,
+        ExportError,
+        WebDatasetExportOptions,
+        export_croissant,
+        export_hf,
+        export_webdataset,
+    )
+
+    try:
+        if export_format is ExportFormat.hf:
+            summary = export_hf(loaded, out)
+        elif export_format is ExportFormat.webdataset:
+            summary = export_webdataset(loaded, out, options=WebDatasetExportOptions(samples_per_shard=shard_size, language=language))
+        else:
+            summary = export_croissant(loaded, out, options=CroissantExportOptions(link_mode=link_mode))
+    except (ExportError, OSError) as exc:
+        _fail(f"{export_format.value} export of {loaded.ref} to {out}: {exc}")
+    for name in summary.files:
+        typer.echo(f"wrote {out / name}")
+    typer.echo(
+        f"{summary.format}: {summary.ref} ({summary.content_fingerprint[:12]}), {summary.n_rows} pairs, "
+        f"{summary.n_bytes / 1e6:.2f} MB in {summary.seconds:.2f}s -> {summary.out}"
+    )
+    for error in summary.errors:
+        typer.echo(f"error: {error}", err=True)
+    if summary.errors:
+        raise typer.Exit(1)

@@ -19,6 +19,7 @@ def pretrain_flow(
     config: str = "keepfit-cfp",
     dataset: str | None = None,
     manifest_version: str | None = None,
+    modalities: list[str] | None = None,
     overrides: list[str] | None = None,
     knowledge: str | None = None,
     allow_random_init: bool = False,
@@ -30,6 +31,7 @@ def pretrain_flow(
         dataset: MM-Retinal dataset name in the manifest registry (overrides `expert.dataset`).
         manifest_version: published version, e.g. 'v3' or 'latest' (overrides `expert.version`);
             a publish event can pass the version it just wrote.
+        modalities: MM-Retinal modalities to train on, e.g. ["FFA"] (overrides `expert.modalities`).
         overrides: dotted `key=value` settings, e.g. ["optim.lr=3e-4", "max_steps=1000"].
         knowledge: domain-knowledge YAML (category -> descriptions) for the FLAIR captions.
         allow_random_init: start towers whose pretrained weights are not found from random weights.
@@ -44,6 +46,8 @@ def pretrain_flow(
         settings.append(f"flair.domain_knowledge_path={knowledge}")
     if allow_random_init:
         settings.append("allow_random_init=true")
+    if modalities:
+        settings.append(f"expert.modalities=[{', '.join(modalities)}]")
     options = load_pretrain_config(config, settings)
     logger.info("pretraining %s into %s", options.model, options.output_dir)
     result = run_pretraining(options)

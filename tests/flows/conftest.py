@@ -188,6 +188,7 @@ def chromium(chromium_binaries: tuple[str, str], tmp_path_factory: pytest.TempPa
             f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
         ):
             options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # driver.get_log("browser") for console errors
         driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
         driver.set_page_load_timeout(30)
         drivers.append(driver)
@@ -196,3 +197,65 @@ def chromium(chromium_binaries: tuple[str, str], tmp_path_factory: pytest.TempPa
     yield start
     for driver in drivers:
         driver.quit()
+
+
+@dataclass
+class PrefectServer:
+    """A `prefect server start` subprocess: its base URL, API URL and PREFECT_HOME."""
+
+    url: str
+    api_url: str
+    home: Path
+
+
+PREFECT_SERVER_START_SECONDS = 180
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real Prefect server on a free port with its own PREFECT_HOME; the in-process client talks to it."""
+    import subprocess
+    import sys
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_URL": f"{url}/api",
+    }
+    log_path = home / "server.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + PREFECT_SERVER_START_SECONDS
+        while True:
+            try:
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Prefect server did not start on {url}:\n{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.5)
+        with temporary_settings({PREFECT_API_URL: f"{url}/api"}):
+            yield PrefectServer(url=url, api_url=f"{url}/api", home=home)
+    finally:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()  # send buffered run logs while the server still answers
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
