@@ -88,6 +88,7 @@ def main() -> None:
                 "tensorboard": False,
                 "progress_bar": False,
                 "resume": None,
+                "allow_random_init": True,  # tiny towers built from configs, no weights to load
             },
         )
         trainer = Trainer(config)

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "flows.commands_review",
     "flows.commands_pretrain",
     "flows.commands_evaluate",
+    "flows.commands_knowledge",
     "flows.commands_ffa",
 ]
 

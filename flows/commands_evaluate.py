@@ -8,10 +8,6 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from flows import commands_knowledge
-
-    commands_knowledge.register(app)  # `mmretinal knowledge import`: the dictionaries evaluation reads
-
     @app.command()
     def evaluate(
         checkpoint: list[str] = typer.Option(
