@@ -86,6 +86,10 @@ class ModalityOptions(BaseModel):
         0.25, ge=0.0, le=1.0,
         description="A panel classed 'other' whose image gives the retinal classes at least this probability goes to review as a possible miss.",
     )
+    non_retinal_confidence: float = Field(
+        0.9, ge=0.0, le=1.0,
+        description="A panel classed 'other' at least this confidently (and not retinal-looking) is a non-retinal figure: a reject, not a pair; below it, it goes to review.",
+    )
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="JSON file with the fitted image-model parameters.")
     cues_path: Path = Field(DEFAULT_CUES_PATH, description="YAML file with caption cue patterns.")
 
@@ -560,6 +564,17 @@ def classify_document(run: DocumentRun, pixels, options: ModalityOptions | None 
                 Reject(kind="retinal_looking_other", step="modality", page=pair.page, bbox=pair.bbox, reason=reason,
                        figure_id=pair.figure_id, pair_id=pair.pair_id)
             )
+        elif result.modality == "other" and result.confidence >= options.non_retinal_confidence:
+            # a chart, diagram or photograph: kept as a typed reject with its caption, not a pair
+            reason = f"not retinal (other, confidence {result.confidence:.2f}; retinal classes {retinal:.2f})"
+            run.rejects.append(
+                Reject(kind="non_retinal_figure", step="modality", page=pair.page, bbox=pair.bbox, reason=reason,
+                       figure_id=pair.figure_id, pair_id=pair.pair_id, caption=pair.caption_en or pair.caption_zh)
+            )
+            continue
+        elif result.modality == "other":
+            pair.review_status = "queued"
+            pair.reasons.append(f"classed 'other' with confidence {result.confidence:.2f}: a reviewer decides")
         kept.append(pair)
     run.pairs = kept
     for reject in run.rejects:  # a possible miss shows the reviewer a modality guess too
