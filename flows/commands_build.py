@@ -11,7 +11,8 @@ from pathlib import Path
 
 import typer
 
-from flows.commands_extract import expand_pdf_inputs
+from flows.commands_extract import checked_pdf_inputs
+from foundation.inputs import InputProblem
 
 
 def build_options(
@@ -21,6 +22,7 @@ def build_options(
     image_store: Path | None,
     translation_packages: list[Path] | None,
     review_threshold: float | None = None,
+    allow_repaired: bool = False,
 ):
     from curation.build import BuildOptions
 
@@ -33,11 +35,12 @@ def build_options(
     )
     if review_threshold is not None:
         options.align.review_threshold = review_threshold
+    options.extract.allow_repaired = allow_repaired
     return options
 
 
-def print_build_summary(record, published) -> None:
-    """A readable summary of a build: per book, then totals and where the output is."""
+def print_build_summary(record, published, refused: list[InputProblem] = ()) -> None:
+    """A readable summary of a build: per book, inputs refused before reading, totals and where the output is."""
     from collections import Counter
 
     typer.echo(f"\nbuild {record.build_id}")
@@ -54,6 +57,8 @@ def print_build_summary(record, published) -> None:
             f"{book.book:24} {book.status.value:8} {book.pages:>5} {book.scanned_pages:>7} {book.figures:>7}"
             f" {len(book.pairs):>5}  {mods:17} {queued:>6}{cached}"
         )
+    for problem in refused:
+        typer.echo(f"{Path(problem.path).name:24} {'refused':8} {problem.reason}")
     pairs = record.pairs
     queued = sum(p.review_status == "queued" for p in pairs)
     typer.echo(f"pairs: {len(pairs)}, auto-accepted: {len(pairs) - queued}, queued for review: {queued}")
@@ -78,6 +83,9 @@ def register(app: typer.Typer) -> None:
         ),
         workers: int = typer.Option(None, envvar="MMRETINAL_TASK_WORKERS", help="Parallel PDFs (default: per runner)."),
         no_publish: bool = typer.Option(False, "--no-publish", help="Record the build (review queue) without publishing."),
+        allow_repaired: bool = typer.Option(
+            False, "--allow-repaired", help="Accept damaged PDFs (e.g. truncated) that had to be repaired."
+        ),
     ) -> None:
         """Run steps 1-4 on atlas PDFs as the Prefect flow `build-dataset` and publish a new version.
 
@@ -87,12 +95,17 @@ def register(app: typer.Typer) -> None:
         from flows.prefect_env import quiet_client_loggers
 
         quiet_client_loggers()
-        options = build_options(dataset, work_dir, registry, image_store, translation_package, review_threshold)
+        files, refused = checked_pdf_inputs(pdfs)
+        if not files:
+            raise ValueError(f"nothing to build: none of the {len(pdfs)} input(s) is a readable PDF")
+        options = build_options(
+            dataset, work_dir, registry, image_store, translation_package, review_threshold, allow_repaired
+        )
         flow = build_dataset.with_options(task_runner=make_task_runner(task_runner, workers))
-        result = flow(pdfs=expand_pdf_inputs(pdfs), options=options, publish=not no_publish)
+        result = flow(pdfs=files, options=options, publish=not no_publish)
         record = result.record
-        print_build_summary(record, result.published)
-        if record.failures or (result.published is None and not no_publish):
+        print_build_summary(record, result.published, refused)
+        if refused or record.failures or (result.published is None and not no_publish):
             raise typer.Exit(1)
 
     @app.command()
