@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, Field
 
 logger = logging.getLogger(__name__)
@@ -85,12 +85,12 @@ def _open_header(handle: BinaryIO, name: str) -> Image.Image:
     prefix = handle.read(16)
     for fmt in Image.ID:
         factory, accept = Image.OPEN[fmt]
-        if accept is not None and not accept(prefix):
-            continue
-        handle.seek(0)
         try:
+            if accept is not None and not accept(prefix):
+                continue
+            handle.seek(0)
             return factory(handle, name)
-        except (SyntaxError, IndexError, TypeError, ValueError, OSError, EOFError):
+        except Exception:  # noqa: BLE001 - a plugin refusing a damaged header raises anything
             continue
     raise ImageDecodeError(name, "not an image PIL can read (unknown or damaged header)")
 
@@ -148,7 +148,7 @@ def decode_image(
             converted = image if image.mode == mode else image.convert(mode)
     except ImageDecodeError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError, UnidentifiedImageError) as exc:
+    except Exception as exc:  # noqa: BLE001 - decoders of damaged data raise many types
         raise ImageDecodeError(name, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
     if max_side is not None and max(converted.size) > max_side:
         converted = converted.copy() if converted is image else converted

@@ -94,11 +94,14 @@ def blank_pages_pdf(path: Path, pages: int) -> None:
     path.write_bytes(_pdf(objects))
 
 
-def mediabox_pdf(path: Path, width: float, height: float, rng: np.random.Generator) -> None:
-    """One page of the given size holding only a scanned-looking image (so it is rasterised)."""
+def mediabox_pdf(path: Path, width: float, height: float, rng: np.random.Generator, tiles: int = 2) -> None:
+    """One page of the given size holding only scanned-looking image strips (so it is rendered)."""
     side = 600
     pixels = rng.integers(0, 256, size=(side, side), dtype=np.uint8).tobytes()
-    content = f"q {max(width, 1)} 0 0 {max(height, 1)} 0 0 cm /Im1 Do Q".encode()
+    strip = max(height, 1) / tiles
+    content = "".join(
+        f"q {max(width, 1)} 0 0 {strip:g} 0 {i * strip:g} cm /Im1 Do Q\n" for i in range(tiles)
+    ).encode()
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
@@ -177,3 +180,17 @@ def write_hostile_corpus(
         HostileInput(name="dev-zero.pdf", kind="link to /dev/zero", expect_reason="character device", special=True)
     )
     return corpus
+
+
+def bomb_png(path: Path, side: int) -> None:
+    """A white side × side greyscale PNG written row by row: small on disk, huge once decoded."""
+    import struct
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    packer = zlib.compressobj(9)
+    row = b"\x00" + b"\xff" * side  # filter type 0, then the samples
+    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
