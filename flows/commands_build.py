@@ -134,10 +134,9 @@ def register(app: typer.Typer) -> None:
         registry: Path = typer.Option(Path("data_manifests"), envvar="MMRETINAL_REGISTRY", help="Manifest registry root."),
     ) -> None:
         """Score a published version against a truth file; prints JSON."""
-        from testbed.sample_atlas import read_truth
-        from testbed.scoring import score_manifest
+        from testbed.scoring import score_truth_file
 
-        typer.echo(json.dumps(score_manifest(read_truth(truth), registry, version), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(score_truth_file(truth, registry, version), indent=2, ensure_ascii=False))
 
     @app.command()
     def demo(
