@@ -57,6 +57,7 @@ from data_manifests.schema import (
 )
 from data_manifests.store import ImageStore, ImageStoreError, resolve_image_store, sha256_file
 from foundation.files import write_atomic
+from foundation.imaging import ImageDecodeError, check_image
 from foundation.records import Pair
 
 logger = logging.getLogger(__name__)
@@ -413,8 +414,9 @@ def publish(
     for pair in sorted(kept, key=lambda p: p.pair_id):
         image_file = Path(pair.image_file)
         try:
+            check_image(image_file)  # an image bomb or a non-image never enters the store
             stored = store.put(image_file, pair.image_sha256)
-        except (ImageStoreError, OSError) as exc:
+        except (ImageStoreError, ImageDecodeError, OSError) as exc:
             problems.append(f"pair {pair.pair_id}: {exc}")
             continue
         rows.append(pair_to_row(pair, stored))

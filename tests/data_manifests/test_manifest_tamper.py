@@ -156,3 +156,16 @@ def test_latest_is_made_consistent_even_when_nothing_new_is_published(make_pair,
     unchanged = do_publish([make_pair(seed=2)], if_changed=True)
     assert unchanged.unchanged
     assert (registry_root / "mm-retinal" / "latest").read_text().strip() == "v2"
+
+
+def test_publish_refuses_an_image_bomb_naming_the_pair(make_pair, do_publish, registry_root, tmp_path):
+    from data_manifests.registry import PublishError
+    from testbed.hostile_pdfs import bomb_png
+
+    bomb = tmp_path / "bomb.png"
+    bomb_png(bomb, 18000)
+    pair = make_pair(seed=1, image_file=str(bomb), image_sha256=sha256_file(bomb))
+    with pytest.raises(PublishError, match=r"pair book-a/3-12/A: .*18000×18000 image"):
+        do_publish([pair, make_pair(figure_id="2-1", seed=2)])
+    assert not (registry_root / "mm-retinal" / "v1").exists()
+    assert not any(p.stat().st_size > 10_000_000 for p in registry_root.rglob("*.png"))  # the bomb was not stored

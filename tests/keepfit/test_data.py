@@ -191,3 +191,17 @@ def test_augmentation_is_seeded_bounded_and_changes_images():
     assert a.shape == images.shape and a.min() >= 0 and a.max() <= 1
     assert not torch.allclose(a, images, atol=1e-2)
     assert torch.equal(augment_batch(images, AugmentConfig(enabled=False), torch.Generator()), images)
+
+
+def test_manifest_image_bomb_is_refused_from_its_header(tmp_path):
+    """KeepFIT reads manifest images through the guarded decoder: a bomb costs a header read."""
+    import pytest
+
+    from foundation.imaging import ImageTooLarge
+    from keepfit.preprocess import ResizedImageCache
+    from testbed.hostile_pdfs import bomb_png
+
+    bomb = tmp_path / "bomb.png"
+    bomb_png(bomb, 18000)
+    with pytest.raises(ImageTooLarge, match="18000×18000"):
+        ResizedImageCache(tmp_path / "cache", 64).load(bomb, key="b" * 64)
