@@ -168,4 +168,4 @@ def test_publish_refuses_an_image_bomb_naming_the_pair(make_pair, do_publish, re
     with pytest.raises(PublishError, match=r"pair book-a/3-12/A: .*18000×18000 image"):
         do_publish([pair, make_pair(figure_id="2-1", seed=2)])
     assert not (registry_root / "mm-retinal" / "v1").exists()
-    assert not any(p.stat().st_size > 10_000_000 for p in registry_root.rglob("*.png"))  # the bomb was not stored
+    assert not list(registry_root.rglob(f"{sha256_file(bomb)}*"))  # the bomb never entered the store
