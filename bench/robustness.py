@@ -40,7 +40,9 @@ def run_child(args: list[str], code: Path, timeout: float) -> tuple[int | None, 
     }
     log = tempfile.TemporaryFile()
     started = time.monotonic()
-    child = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=code
+    )
     deadline = started + timeout
     status = None
     while time.monotonic() < deadline:
