@@ -39,6 +39,11 @@ DEBUG_ENV = "MMRETINAL_DEBUG"
 _debug = {"on": False}
 
 
+def debug_enabled() -> bool:
+    """Whether --debug (or $MMRETINAL_DEBUG) asked for tracebacks."""
+    return _debug["on"] or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
+
+
 @app.callback()
 def main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
@@ -95,7 +100,7 @@ def guard_user_errors(callback: Callable[..., Any]) -> Callable[..., Any]:
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place that turns errors into messages
-            if _debug["on"] or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes"):
+            if debug_enabled():
                 raise
             if isinstance(exc, _user_error_types()):
                 typer.secho(f"error: {describe_error(exc)}", err=True, fg=typer.colors.RED)
@@ -135,7 +140,7 @@ def run() -> None:
     try:
         app()
     except (ValueError, FileNotFoundError, PermissionError) as exc:
-        if _debug["on"] or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes"):
+        if debug_enabled():
             raise
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise SystemExit(2) from None

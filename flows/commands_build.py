@@ -15,6 +15,13 @@ from flows.commands_extract import checked_pdf_inputs
 from foundation.inputs import InputProblem
 
 
+def debug_enabled() -> bool:
+    """Whether the global --debug flag (or $MMRETINAL_DEBUG) asked for tracebacks."""
+    from flows.cli import debug_enabled as cli_debug_enabled
+
+    return cli_debug_enabled()
+
+
 def build_options(
     dataset: str,
     work_dir: Path,
@@ -92,9 +99,11 @@ def register(app: typer.Typer) -> None:
         Runs report to the Prefect server in $PREFECT_API_URL when set, else to a temporary local one.
         """
         from flows.build_flow import build_dataset, make_task_runner
-        from flows.prefect_env import quiet_client_loggers
+        from flows.prefect_env import console_without_tracebacks, quiet_client_loggers
 
         quiet_client_loggers()
+        if not debug_enabled():
+            console_without_tracebacks()
         files, refused = checked_pdf_inputs(pdfs)
         if not files:
             raise ValueError(f"nothing to build: none of the {len(pdfs)} input(s) is a readable PDF")
@@ -119,9 +128,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Apply review decisions to a build and publish it as the next version (Prefect flow `publish-manifest`)."""
         from flows.build_flow import publish_manifest
-        from flows.prefect_env import quiet_client_loggers
+        from flows.prefect_env import console_without_tracebacks, quiet_client_loggers
 
         quiet_client_loggers()
+        if not debug_enabled():
+            console_without_tracebacks()
         options = build_options(dataset, work_dir, registry, image_store, translation_package)
         published = publish_manifest(build_id=build_id, options=options)["published"]
         verb = "unchanged, already" if published["unchanged"] else "published"
