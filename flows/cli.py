@@ -10,6 +10,7 @@ import functools
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -67,10 +68,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("pipeline.extract", "ExtractionError"),
         ("yaml", "YAMLError"),
     ):
-        try:
-            types.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            continue
+        loaded = sys.modules.get(module)  # an error of a module never imported cannot have been raised
+        if loaded is not None and hasattr(loaded, name):
+            types.append(getattr(loaded, name))
     return tuple(types)
 
 

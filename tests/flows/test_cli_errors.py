@@ -89,3 +89,23 @@ def test_bad_manifest_json_is_one_line(tmp_path: Path) -> None:
     result = _invoke("manifest", "show", "mm-retinal/v1", "--registry", str(tmp_path))
     assert result.exit_code == 2
     assert "unreadable manifest metadata" in _one_error_line(result)
+
+
+def test_an_unexpected_error_is_one_line_pointing_at_debug() -> None:
+    import typer
+
+    from flows.cli import guard_user_errors
+
+    def broken() -> None:
+        raise KeyError("pair_id")
+
+    with pytest.raises(typer.Exit) as caught:
+        guard_user_errors(broken)()
+    assert caught.value.exit_code == 1
+
+    def bad_input() -> None:
+        raise FileNotFoundError(2, "No such file or directory", "/nowhere/config.yaml")
+
+    with pytest.raises(typer.Exit) as caught:
+        guard_user_errors(bad_input)()
+    assert caught.value.exit_code == 2
