@@ -91,7 +91,7 @@ def test_bad_manifest_json_is_one_line(tmp_path: Path) -> None:
     assert "unreadable manifest metadata" in _one_error_line(result)
 
 
-def test_an_unexpected_error_is_one_line_pointing_at_debug() -> None:
+def test_an_unexpected_error_is_one_line_pointing_at_debug(capsys) -> None:
     import typer
 
     from flows.cli import guard_user_errors
@@ -102,6 +102,7 @@ def test_an_unexpected_error_is_one_line_pointing_at_debug() -> None:
     with pytest.raises(typer.Exit) as caught:
         guard_user_errors(broken)()
     assert caught.value.exit_code == 1
+    assert capsys.readouterr().err.strip() == "error: unexpected KeyError: 'pair_id' (run with --debug for the traceback)"
 
     def bad_input() -> None:
         raise FileNotFoundError(2, "No such file or directory", "/nowhere/config.yaml")
@@ -109,3 +110,4 @@ def test_an_unexpected_error_is_one_line_pointing_at_debug() -> None:
     with pytest.raises(typer.Exit) as caught:
         guard_user_errors(bad_input)()
     assert caught.value.exit_code == 2
+    assert capsys.readouterr().err.strip() == "error: /nowhere/config.yaml: No such file or directory"
