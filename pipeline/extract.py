@@ -75,7 +75,7 @@ class ExtractOptions(BaseModel):
         description="Largest embedded image (width × height) decoded; a larger one is skipped with the reason logged.",
     )
     max_page_raster_pixels: int = Field(
-        25_000_000, gt=0,
+        16_000_000, gt=0,
         description="Largest page or figure rendering (pixels); a larger one is rendered at the resolution that fits.",
     )
     max_pages: int = Field(2000, gt=0, description="PDFs with more pages than this are refused.")

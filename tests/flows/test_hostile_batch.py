@@ -26,6 +26,7 @@ GOOD_BOOKS = ["atlas-en", "atlas-zh-bilingual"]
 RSS_LIMIT = 2 * 1024**3
 ADDRESS_SPACE_LIMIT = 16 * 1024**3  # backstop only: onnxruntime and threads reserve far more than they use
 BATCH_SECONDS = 600
+WORKERS = 2  # each worker thread loads its own OCR engine (~0.8 GB): the memory bound is per worker
 
 
 def _limit_memory() -> None:
@@ -88,6 +89,7 @@ def test_hostile_batch_finishes_bounded_names_every_bad_input_and_publishes_the_
     command = [
         sys.executable, "-m", "flows.cli", "build", str(tmp_path / "hostile"), *map(str, atlas.pdfs),
         "--work-dir", str(tmp_path / "work"), "--registry", str(registry),
+        "--workers", str(WORKERS),
     ]
     log_path = tmp_path / "build.log"
     code, seconds, peak, killed = _run_watched(command, env, log_path)
