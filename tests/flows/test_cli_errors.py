@@ -111,3 +111,26 @@ def test_an_unexpected_error_is_one_line_pointing_at_debug(capsys) -> None:
         guard_user_errors(bad_input)()
     assert caught.value.exit_code == 2
     assert capsys.readouterr().err.strip() == "error: /nowhere/config.yaml: No such file or directory"
+
+
+def test_failed_runs_are_one_line_on_the_console() -> None:
+    """Problem 9: bomb and fuzz failures printed Prefect's full tracebacks under the one-line summary."""
+    import io
+    import logging
+
+    from flows.prefect_env import console_without_tracebacks
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    prefect_logger = logging.getLogger("prefect")
+    prefect_logger.addHandler(handler)
+    try:
+        console_without_tracebacks()
+        try:
+            raise ValueError("bomb.pdf: too large")
+        except ValueError:
+            logging.getLogger("prefect.task_runs").exception("Task run failed with exception: bomb.pdf: too large")
+    finally:
+        prefect_logger.removeHandler(handler)
+    assert stream.getvalue() == "ERROR Task run failed with exception: bomb.pdf: too large\n"
