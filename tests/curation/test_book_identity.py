@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from curation.build import BuildOptions, run_build
 
 
@@ -13,6 +15,7 @@ def _books(record) -> dict[str, str]:  # noqa: ANN001
     return {Path(book.pdf).name: book.book for book in record.books}
 
 
+@pytest.mark.slow
 def test_same_bytes_under_two_names_publish_and_rerun(tmp_path: Path, sample_atlas) -> None:
     """Without an orchestrator (the Prefect flow's task cache is tested in tests/flows)."""
     original = next(pdf for pdf in sample_atlas.pdfs if pdf.stem == "atlas-en")
