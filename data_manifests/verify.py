@@ -26,7 +26,7 @@ from data_manifests.registry import (
     resolve_ref,
 )
 from data_manifests.schema import MANIFEST_JSON, MANIFEST_PARQUET, config_hash, content_fingerprint, manifest_fingerprint
-from data_manifests.store import ImageStore, sha256_file
+from data_manifests.store import ImageStore, ImageStoreError, sha256_file
 from foundation.imaging import ImageDecodeError, ImageLimits, check_image
 
 logger = logging.getLogger(__name__)
@@ -151,13 +151,16 @@ def verify(
                 VerifyProblem(kind="unconfined_image_path", path=row["image_path"], pair_id=row["pair_id"], detail=str(exc))
             )
             continue
-        expected = ImageStore.relative_path(row["image_sha256"], Path(row["image_path"]).suffix or ".png") \
-            if len(row["image_sha256"]) == 64 else None
+        try:
+            expected = ImageStore.relative_path(row["image_sha256"], Path(row["image_path"]).suffix or ".png")
+        except ImageStoreError:
+            expected = None
         if expected != row["image_path"]:
             report.problems.append(
                 VerifyProblem(
                     kind="unconfined_image_path", path=row["image_path"], pair_id=row["pair_id"],
-                    detail=f"store images are named by their hash: expected {expected}",
+                    detail=f"store images are named by their hash: expected {expected}"
+                    if expected else f"image_sha256 {row['image_sha256'][:16]}... is not a SHA-256 hex digest",
                 )
             )
             continue

@@ -169,3 +169,16 @@ def test_publish_refuses_an_image_bomb_naming_the_pair(make_pair, do_publish, re
         do_publish([pair, make_pair(figure_id="2-1", seed=2)])
     assert not (registry_root / "mm-retinal" / "v1").exists()
     assert not list(registry_root.rglob(f"{sha256_file(bomb)}*"))  # the bomb never entered the store
+
+
+def test_image_path_not_named_by_its_hash_is_reported(make_pair, do_publish, registry_root):
+    published = do_publish([make_pair(seed=1)])
+    parquet_file = published.path / "manifest.parquet"
+    table = pq.read_table(parquet_file)
+    sha_column = table.column_names.index("image_sha256")
+    forged = table.set_column(sha_column, table.schema.field("image_sha256"), pa.array(["z" * 64]))
+    parquet_file.chmod(0o644)
+    pq.write_table(forged, parquet_file)
+    parquet_file.chmod(0o444)
+    problems = verify(registry_root, "mm-retinal/v1").problems_of("unconfined_image_path")
+    assert [p.detail for p in problems] == ["image_sha256 zzzzzzzzzzzzzzzz... is not a SHA-256 hex digest"]
