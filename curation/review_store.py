@@ -30,6 +30,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, Field
 
 from foundation.files import write_atomic
+from foundation.spreadsheet import neutralise_row, restore_row
 from foundation.records import CaptionChoice, Modality, Pair, ReviewStatus
 
 logger = logging.getLogger(__name__)
@@ -658,7 +659,7 @@ class ReviewStore:
         buffer = io.StringIO(newline="")
         writer = csv.DictWriter(buffer, fieldnames=self.CSV_COLUMNS)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(neutralise_row(row) for row in rows)  # no cell runs as a spreadsheet formula
         write_atomic(path, buffer.getvalue())
         return len(rows)
 
@@ -684,7 +685,7 @@ class ReviewStore:
                 raise ValueError(f"{source}: review sheet lacks column(s) {', '.join(sorted(missing))}")
             for line_number, row in enumerate(reader, start=2):
                 try:
-                    self._import_row(row, reviewer, force, report)
+                    self._import_row(restore_row(row), reviewer, force, report)
                 except (ValueError, json.JSONDecodeError) as exc:
                     report.errors.append(f"row {line_number}: {exc}")
         logger.info(

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from data_manifests.registry import LoadedManifest, load_manifest
 from data_manifests.store import sha256_file
 from foundation.files import atomic_output, atomic_path
+from foundation.spreadsheet import neutralise_cell
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ class FlairExportOptions(BaseModel):
     caption_style: dict[str, Literal["caption", "categories"]] = Field(
         default_factory=lambda: {"CFP": "caption", "FFA": "categories", "OCT": "categories"},
         description="'caption' writes image,caption; 'categories' writes image,atributes,categories.",
+    )
+    neutralise_formulas: bool = Field(
+        True,
+        description="Prefix text cells starting with =, +, -, @, tab or CR with an apostrophe, so spreadsheet "
+        "tools show them as text instead of running them; off writes captions byte for byte.",
     )
 
 
@@ -103,7 +109,9 @@ def _symlink(source: Path, target: Path) -> None:
     os.replace(tmp_name, target)
 
 
-def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+def _write_csv_atomic(frame: pd.DataFrame, path: Path, neutralise: bool = True) -> None:
+    if neutralise:
+        frame = frame.map(neutralise_cell)
     with atomic_path(path) as temp_path:
         frame.to_csv(temp_path, index=False)
 
@@ -156,8 +164,8 @@ def export_flair_csv(
         relative = f"{options.image_subdir}/{modality}/{name}"
         target = image_root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        store_file = source.image_file(row["image_path"])
         try:
+            store_file = source.image_file(row["image_path"])
             if options.link_mode == "symlink":
                 _symlink(store_file.resolve(), target)
             else:
@@ -176,7 +184,7 @@ def export_flair_csv(
         columns = ["image", "caption"] if style == "caption" else ["image", "atributes", "categories"]
         frame = pd.DataFrame(records[modality], columns=columns)
         csv_path = out_dir / csv_name
-        _write_csv_atomic(frame, csv_path)
+        _write_csv_atomic(frame, csv_path, options.neutralise_formulas)
         result.csv_files[modality] = csv_path
         result.rows[modality] = len(frame)
     if result.skipped_no_caption:

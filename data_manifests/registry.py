@@ -5,12 +5,19 @@ Layout of a registry root::
     <root>/<dataset>/v1/manifest.parquet
     <root>/<dataset>/v1/manifest.json
     <root>/<dataset>/latest          # text file naming the newest version, e.g. "v2"
+    <root>/<dataset>/index.jsonl     # one line per published version: the fingerprints of its files
     <root>/images/ab/abcdef....png   # default image store, shared by every dataset and version
 
 A version directory is built under a temporary name inside the dataset directory and renamed
 into place, so a version is either complete or absent. The version number is claimed under an
 exclusive lock and by the rename itself (which fails when the target exists), so concurrent
 publishers never share a number. Existing version directories are never written again.
+
+The index records, for each version, a fingerprint of its manifest.json and the SHA-256 of its
+manifest.parquet outside the version directory, so `verify` notices edits to either even when
+whoever made them also updated the hashes the JSON holds. A publish that was killed leaves a
+temporary directory (its owner's lock released) and perhaps a temporary `latest`; the next
+publish removes them, makes every version read-only and points `latest` at the newest version.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -43,11 +51,13 @@ from data_manifests.schema import (
     canonical_json,
     config_hash,
     content_fingerprint,
+    manifest_fingerprint,
     pair_to_row,
     rows_to_table,
 )
 from data_manifests.store import ImageStore, ImageStoreError, resolve_image_store, sha256_file
 from foundation.files import write_atomic
+from foundation.imaging import ImageDecodeError, check_image
 from foundation.records import Pair
 
 logger = logging.getLogger(__name__)
@@ -57,7 +67,10 @@ DEFAULT_REGISTRY_DIRNAME = "data_manifests"
 LATEST = "latest"
 LATEST_POINTER = "latest"
 LOCK_FILE = ".publish.lock"
+INDEX_FILE = "index.jsonl"
 TMP_PREFIX = ".tmp-publish-"
+IN_USE_FILE = ".in-use"
+STALE_UNLOCKED_SECONDS = 60.0
 _VERSION_RE = re.compile(r"^v([1-9][0-9]*)$")
 _DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MAX_CLAIM_ATTEMPTS = 1000
@@ -69,6 +82,20 @@ class RegistryError(Exception):
 
 class PublishError(RegistryError):
     """Publishing was refused; no version directory was created."""
+
+
+class ImagePathError(RegistryError, ValueError):
+    """A manifest row's image_path points outside the image store."""
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """What the registry index recorded about a version when it was published."""
+
+    version: str
+    manifest_fingerprint: str
+    manifest_parquet_sha256: str
+    content_fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -106,14 +133,63 @@ class LoadedManifest:
         return f"{self.meta.dataset}/{self.meta.version}"
 
     def image_file(self, image_path: str) -> Path:
-        """Absolute path of a row's image (its `image_path` is relative to the store)."""
-        return self.image_store / image_path
+        """Absolute path of a row's image; `ImagePathError` when `image_path` leaves the store."""
+        return confined_image_file(self.image_store, image_path)
 
     def to_pandas(self):
         """Rows as a pandas DataFrame with an extra absolute `image_file` column."""
         frame = self.table.to_pandas()
         frame["image_file"] = [str(self.image_file(p)) for p in frame["image_path"]]
         return frame
+
+
+def confined_image_file(store_root: Path, image_path: str) -> Path:
+    """`store_root / image_path`, refused unless it is a plain relative path that stays in the store
+    (no absolute path, no '..', no symbolic link leading out)."""
+    relative = Path(image_path)
+    if not image_path or relative.is_absolute() or ".." in relative.parts or "\\" in image_path:
+        raise ImagePathError(f"image path {image_path!r} is not a path inside the image store")
+    candidate = store_root / relative
+    try:
+        candidate.resolve().relative_to(store_root.resolve())
+    except ValueError:
+        raise ImagePathError(f"image path {image_path!r} leads outside the image store {store_root}") from None
+    return candidate
+
+
+def read_index(root: Path | str, dataset: str) -> dict[str, IndexEntry]:
+    """The registry index of a dataset: version -> what was recorded at publish (a later line wins)."""
+    index_file = Path(root) / dataset / INDEX_FILE
+    try:
+        text = index_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"unreadable registry index {index_file}: {exc}") from exc
+    entries: dict[str, IndexEntry] = {}
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            entry = IndexEntry(**{key: str(record[key]) for key in IndexEntry.__dataclass_fields__})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"{index_file}:{line_number}: invalid index line ({exc})") from exc
+        entries[entry.version] = entry
+    return entries
+
+
+def _record_in_index(dataset_dir: Path, entry: IndexEntry) -> None:
+    """Add a version's entry to the index (under the publish lock), replacing the file in one step."""
+    index_file = dataset_dir / INDEX_FILE
+    try:
+        existing = index_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        existing = ""
+    if existing and not existing.endswith("\n"):
+        existing += "\n"
+    line = json.dumps(entry.__dict__, sort_keys=True) + "\n"
+    write_atomic(index_file, existing + line, durable=True)
 
 
 def default_registry_root() -> Path:
@@ -338,8 +414,9 @@ def publish(
     for pair in sorted(kept, key=lambda p: p.pair_id):
         image_file = Path(pair.image_file)
         try:
+            check_image(image_file)  # an image bomb or a non-image never enters the store
             stored = store.put(image_file, pair.image_sha256)
-        except (ImageStoreError, OSError) as exc:
+        except (ImageStoreError, ImageDecodeError, OSError) as exc:
             problems.append(f"pair {pair.pair_id}: {exc}")
             continue
         rows.append(pair_to_row(pair, stored))
@@ -354,8 +431,12 @@ def publish(
 
     dataset_dir = root / dataset
     dataset_dir.mkdir(parents=True, exist_ok=True)
+    with _publish_lock(dataset_dir):
+        recover_interrupted_publish(root, dataset)
     tmp_dir = dataset_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
     tmp_dir.mkdir()
+    in_use = open(tmp_dir / IN_USE_FILE, "a+b")  # locked while this publish owns the directory
+    fcntl.flock(in_use.fileno(), fcntl.LOCK_EX)
     try:
         parquet_file = tmp_dir / MANIFEST_PARQUET
         pq.write_table(table, parquet_file, compression="zstd")
@@ -406,6 +487,17 @@ def publish(
                 if target.exists():
                     number += 1
                     continue
+                _record_in_index(
+                    dataset_dir,
+                    IndexEntry(
+                        version=version,
+                        manifest_fingerprint=manifest_fingerprint(meta),
+                        manifest_parquet_sha256=parquet_sha,
+                        content_fingerprint=fingerprint,
+                    ),
+                )
+                (tmp_dir / IN_USE_FILE).unlink(missing_ok=True)
+                _make_read_only(tmp_dir)
                 try:
                     os.rename(tmp_dir, target)
                 except OSError:
@@ -420,7 +512,8 @@ def publish(
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    _make_read_only(target)
+    finally:
+        in_use.close()
     logger.info(
         "published %s/%s: %d pairs, %d excluded, fingerprint %s",
         dataset, version, table.num_rows, len(excluded), fingerprint[:12],
@@ -431,5 +524,64 @@ def publish(
 def _make_read_only(version_dir: Path) -> None:
     """Drop write permission on a published version's files, as a guard against edits."""
     for entry in version_dir.iterdir():
-        if entry.is_file():
+        if entry.is_file() and not entry.is_symlink() and entry.stat().st_mode & 0o222:
             entry.chmod(0o444)
+
+
+def _owner_gone(tmp_dir: Path) -> bool:
+    """Whether a temporary publish directory was abandoned: its owner's lock is free (or it never
+    took one and the directory is older than a minute)."""
+    marker = tmp_dir / IN_USE_FILE
+    try:
+        handle = open(marker, "rb")
+    except FileNotFoundError:
+        try:
+            return time.time() - tmp_dir.stat().st_mtime > STALE_UNLOCKED_SECONDS
+        except FileNotFoundError:
+            return False
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return True
+
+
+def recover_interrupted_publish(root: Path | str, dataset: str) -> list[str]:
+    """Undo what a killed publish left behind; call under the dataset's publish lock.
+
+    Removes abandoned temporary version directories and temporary `latest`/index files, makes
+    every published version's files read-only and points `latest` at the newest version.
+    Returns what was repaired, in words (also logged).
+    """
+    dataset_dir = Path(root) / dataset
+    repaired: list[str] = []
+    if not dataset_dir.is_dir():
+        return repaired
+    for entry in sorted(dataset_dir.iterdir()):
+        name = entry.name
+        if name.startswith(TMP_PREFIX) and entry.is_dir() and _owner_gone(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+            repaired.append(f"removed abandoned {name}")
+        elif name.startswith((f".{LATEST_POINTER}.", f".{INDEX_FILE}.")) and name.endswith(".tmp"):
+            entry.unlink(missing_ok=True)  # writers of these hold the publish lock: nobody owns it now
+            repaired.append(f"removed leftover {name}")
+    versions = list_versions(root, dataset)
+    for version in versions:
+        version_dir = dataset_dir / version
+        if any(f.is_file() and f.stat().st_mode & 0o222 for f in version_dir.iterdir()):
+            _make_read_only(version_dir)
+            repaired.append(f"made {version} read-only")
+    if versions:
+        pointer = dataset_dir / LATEST_POINTER
+        try:
+            current = pointer.read_text(encoding="utf-8").strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            current = None
+        if current != versions[-1]:
+            _atomic_write_text(pointer, versions[-1] + "\n")
+            repaired.append(f"latest pointed at {current or 'nothing'}, now {versions[-1]}")
+    for line in repaired:
+        logger.warning("%s: %s", dataset_dir, line)
+    return repaired

@@ -184,3 +184,13 @@ def content_fingerprint(table: pa.Table) -> str:
         digest.update(b"\n")
         digest.update(canonical_json(canonical_row).encode("utf-8"))
     return digest.hexdigest()
+
+
+def manifest_fingerprint(meta: ManifestMeta) -> str:
+    """SHA-256 over every field of manifest.json (as canonical JSON), independent of its layout.
+
+    Recorded in the registry index when a version is published, so an edit to manifest.json
+    (input hashes, counts, exclusions, config, fingerprints) shows up in `verify` even when the
+    editor also updated the hashes the JSON holds about the parquet.
+    """
+    return sha256_text(canonical_json(meta.model_dump(mode="json")))

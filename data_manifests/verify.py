@@ -1,4 +1,9 @@
-"""Re-check a published version against the hashes it recorded."""
+"""Re-check a published version against everything it claims.
+
+The parquet rows against their fingerprint, every image against its hash (and its path against
+the store), manifest.json against the fingerprint the registry index recorded at publish time
+and against the rows it summarises, and every file against the read-only mode it was given.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,19 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from data_manifests.registry import RegistryError, load_manifest, resolve_ref
-from data_manifests.schema import MANIFEST_PARQUET, content_fingerprint
-from data_manifests.store import sha256_file
+from collections import Counter
+
+from data_manifests.registry import (
+    ImagePathError,
+    RegistryError,
+    confined_image_file,
+    load_manifest,
+    read_index,
+    resolve_ref,
+)
+from data_manifests.schema import MANIFEST_JSON, MANIFEST_PARQUET, config_hash, content_fingerprint, manifest_fingerprint
+from data_manifests.store import ImageStore, ImageStoreError, sha256_file
+from foundation.imaging import ImageDecodeError, ImageLimits, check_image
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +38,12 @@ ProblemKind = Literal[
     "fingerprint_mismatch",
     "row_count_mismatch",
     "parquet_altered",
+    "manifest_altered",
+    "not_indexed",
+    "summary_mismatch",
+    "unconfined_image_path",
+    "undecodable_image",
+    "writable_file",
 ]
 
 
@@ -117,7 +138,33 @@ def verify(
             )
         )
 
-    rows = table.select(["pair_id", "image_path", "image_sha256"]).to_pylist()
+    _check_index(report, root, dataset, version, loaded.path, meta)
+    _check_summary(report, loaded.path / MANIFEST_JSON, meta, table, dataset, version)
+    _check_modes(report, [f for f in loaded.path.iterdir() if f.is_file()])
+
+    rows = []
+    for row in table.select(["pair_id", "image_path", "image_sha256"]).to_pylist():
+        try:
+            confined_image_file(loaded.image_store, row["image_path"])
+        except ImagePathError as exc:
+            report.problems.append(
+                VerifyProblem(kind="unconfined_image_path", path=row["image_path"], pair_id=row["pair_id"], detail=str(exc))
+            )
+            continue
+        try:
+            expected = ImageStore.relative_path(row["image_sha256"], Path(row["image_path"]).suffix or ".png")
+        except ImageStoreError:
+            expected = None
+        if expected != row["image_path"]:
+            report.problems.append(
+                VerifyProblem(
+                    kind="unconfined_image_path", path=row["image_path"], pair_id=row["pair_id"],
+                    detail=f"store images are named by their hash: expected {expected}"
+                    if expected else f"image_sha256 {row['image_sha256'][:16]}... is not a SHA-256 hex digest",
+                )
+            )
+            continue
+        rows.append(row)
     unique_paths = sorted({row["image_path"] for row in rows})
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -126,6 +173,8 @@ def verify(
     for row in rows:
         image_file = loaded.image_file(row["image_path"])
         found, error = hashes[row["image_path"]]
+        if found is not None and found == row["image_sha256"]:
+            _check_image_file(report, image_file, row["pair_id"])
         if found is None:
             report.problems.append(
                 VerifyProblem(kind="missing_image", path=str(image_file), pair_id=row["pair_id"], detail=error)
@@ -142,3 +191,93 @@ def verify(
     if report.problems:
         logger.warning("%s: %d problem(s) found", report.ref, len(report.problems))
     return report
+
+
+def _check_index(report: VerifyReport, root: Path, dataset: str, version: str, version_dir: Path, meta) -> None:
+    """manifest.json and manifest.parquet against what the registry index recorded at publish."""
+    meta_file = version_dir / MANIFEST_JSON
+    try:
+        entry = read_index(root, dataset).get(version)
+    except RegistryError as exc:
+        report.problems.append(VerifyProblem(kind="not_indexed", path=str(meta_file), detail=str(exc)))
+        return
+    if entry is None:
+        report.problems.append(
+            VerifyProblem(
+                kind="not_indexed", path=str(meta_file),
+                detail=f"the registry index has no entry for {dataset}/{version}, so manifest.json cannot be checked",
+            )
+        )
+        return
+    found = manifest_fingerprint(meta)
+    if found != entry.manifest_fingerprint:
+        report.problems.append(
+            VerifyProblem(
+                kind="manifest_altered", path=str(meta_file),
+                detail=f"fields differ from those published (index {entry.manifest_fingerprint[:12]}, found {found[:12]})",
+            )
+        )
+    parquet_file = version_dir / MANIFEST_PARQUET
+    if entry.manifest_parquet_sha256 != meta.manifest_parquet_sha256 or entry.content_fingerprint != meta.content_fingerprint:
+        report.problems.append(
+            VerifyProblem(
+                kind="parquet_altered", path=str(parquet_file),
+                detail="manifest.json's hashes of the rows differ from those the registry index recorded",
+            )
+        )
+
+
+def _mismatch(report: VerifyReport, meta_file: Path, what: str, claimed, found) -> None:
+    if claimed != found:
+        report.problems.append(
+            VerifyProblem(kind="summary_mismatch", path=str(meta_file), detail=f"{what}: manifest.json says {claimed}, rows give {found}")
+        )
+
+
+def _check_summary(report: VerifyReport, meta_file: Path, meta, table, dataset: str, version: str) -> None:
+    """What manifest.json says about the rows, recomputed from the rows."""
+    _mismatch(report, meta_file, "dataset/version", f"{meta.dataset}/{meta.version}", f"{dataset}/{version}")
+    columns = table.select(["modality", "book", "review_status", "source_pdf_sha256"]).to_pydict()
+
+    def count(name: str) -> dict[str, int]:
+        return dict(sorted(Counter(columns[name]).items()))
+
+    _mismatch(report, meta_file, "pairs by modality", meta.counts.by_modality, count("modality"))
+    _mismatch(report, meta_file, "pairs by book", meta.counts.by_book, count("book"))
+    _mismatch(report, meta_file, "pairs by review status", meta.counts.by_review_status, count("review_status"))
+    excluded = meta.excluded
+    _mismatch(report, meta_file, "excluded pairs", excluded.n_excluded, len(excluded.pairs))
+    _mismatch(
+        report, meta_file, "exclusions by reason", excluded.by_reason,
+        dict(sorted(Counter(e.reason for e in excluded.pairs).items())),
+    )
+    _mismatch(report, meta_file, "config hash", meta.config_hash, config_hash(meta.config))
+    unknown = sorted(set(columns["source_pdf_sha256"]) - set(meta.input_pdfs.values()))
+    if unknown:
+        report.problems.append(
+            VerifyProblem(
+                kind="summary_mismatch", path=str(meta_file),
+                detail=f"input PDFs: rows come from {len(unknown)} PDF(s) not listed, e.g. {unknown[0][:12]}",
+            )
+        )
+
+
+def _check_modes(report: VerifyReport, files: list[Path]) -> None:
+    for path in files:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o222:
+            report.problems.append(
+                VerifyProblem(kind="writable_file", path=str(path), detail=f"mode {mode & 0o777:o}, published read-only (444)")
+            )
+
+
+def _check_image_file(report: VerifyReport, image_file: Path, pair_id: str) -> None:
+    """A stored image must stay read-only and be an image the guarded decoder accepts."""
+    _check_modes(report, [image_file])
+    try:
+        check_image(image_file, ImageLimits())
+    except ImageDecodeError as exc:
+        report.problems.append(VerifyProblem(kind="undecodable_image", path=str(image_file), pair_id=pair_id, detail=exc.reason))

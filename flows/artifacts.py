@@ -7,16 +7,14 @@ server); `publish_*` functions hand them to Prefect's artifact API inside a flow
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import re
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlencode
 
-from PIL import Image
-
 from curation.build import BuildOptions, BuildRecord, PublishSummary
+from foundation.imaging import ImageDecodeError, decode_image, encode_png
 from foundation.records import DocumentRun, Pair
 
 logger = logging.getLogger(__name__)
@@ -96,17 +94,16 @@ def summary_description(record: BuildRecord) -> str:
 
 
 def thumbnail_data_uri(image_file: str | Path, max_pixels: int = THUMBNAIL_PIXELS) -> str | None:
-    """A small PNG of a panel as a data URI, or None when the file cannot be read."""
+    """A small PNG of a panel as a data URI, or None when the file cannot be (or must not be) decoded.
+
+    Goes through the guarded decoder, so an image bomb costs a header read, not the batch.
+    """
     try:
-        with Image.open(image_file) as image:
-            image = image.convert("RGB")
-            image.thumbnail((max_pixels, max_pixels))
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG", optimize=True)
-    except OSError as exc:
-        logger.warning("no thumbnail for %s: %s", image_file, exc)
+        image = decode_image(image_file, max_side=max_pixels)
+    except ImageDecodeError as exc:
+        logger.warning("no thumbnail: %s", exc)
         return None
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(encode_png(image)).decode("ascii")
 
 
 def pick_examples(pairs: list[Pair], count: int = EXAMPLE_PAIRS) -> list[Pair]:

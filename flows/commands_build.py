@@ -11,7 +11,15 @@ from pathlib import Path
 
 import typer
 
-from flows.commands_extract import expand_pdf_inputs
+from flows.commands_extract import checked_pdf_inputs
+from foundation.inputs import InputProblem
+
+
+def debug_enabled() -> bool:
+    """Whether the global --debug flag (or $MMRETINAL_DEBUG) asked for tracebacks."""
+    from flows.cli import debug_enabled as cli_debug_enabled
+
+    return cli_debug_enabled()
 
 
 BUILD_OVERRIDES = {
@@ -25,6 +33,7 @@ BUILD_OVERRIDES = {
     "task_runner": "runner.kind",
     "workers": "runner.workers",
     "dask_address": "runner.dask_address",
+    "allow_repaired": "extract.allow_repaired",
 }
 """CLI flag (parameter name) -> BuildOptions key; each flag's help is that field's description."""
 
@@ -50,8 +59,9 @@ def build_options(config: Path | None = None, assignments: list[str] | None = No
     return resolve_options(BuildOptions, config, overrides, assignments)
 
 
-def print_build_summary(record, published) -> None:
-    """A readable summary of a build: per book, then totals, possible misses and where the output is."""
+def print_build_summary(record, published, refused: list[InputProblem] = ()) -> None:
+    """A readable summary of a build: per book, inputs refused before reading, totals, possible
+    misses and where the output is."""
     from collections import Counter
 
     from curation.build import step_seconds
@@ -75,6 +85,8 @@ def print_build_summary(record, published) -> None:
         )
         for error in doc.errors:
             typer.echo(f"{'':24} {'':8} {error}")
+    for problem in refused:
+        typer.echo(f"{Path(problem.path).name:24} {'refused':8} {problem.reason}")
     pairs = record.pairs
     queued = sum(p.review_status == "queued" for p in pairs)
     typer.echo(
@@ -108,6 +120,7 @@ def register(app: typer.Typer) -> None:
         dask_address: str = typer.Option(None, help=_help("dask_address")),
         no_publish: bool = typer.Option(False, "--no-publish", help="Record the build (review queue) without publishing."),
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved options as YAML and stop."),
+        allow_repaired: bool = typer.Option(False, "--allow-repaired", help=_help("allow_repaired")),
     ) -> None:
         """Run steps 1-4 on atlas PDFs as the Prefect flow `build-dataset` and publish a new version.
 
@@ -118,19 +131,24 @@ def register(app: typer.Typer) -> None:
         options = build_options(
             config, assignments, dataset=dataset, work_dir=work_dir, registry=registry, image_store=image_store,
             translation_package=translation_package, review_threshold=review_threshold, ocr_engine=ocr_engine,
-            task_runner=task_runner, workers=workers, dask_address=dask_address,
+            task_runner=task_runner, workers=workers, dask_address=dask_address, allow_repaired=allow_repaired or None,
         )
         if print_config:
             typer.echo(options_yaml(options), nl=False)
             return
         from flows.build_flow import build_dataset
-        from flows.prefect_env import quiet_client_loggers
+        from flows.prefect_env import console_without_tracebacks, quiet_client_loggers
 
         quiet_client_loggers()
-        result = build_dataset(pdfs=expand_pdf_inputs(pdfs), options=options, publish=not no_publish)
+        if not debug_enabled():
+            console_without_tracebacks()
+        files, refused = checked_pdf_inputs(pdfs)
+        if not files:
+            raise ValueError(f"nothing to build: none of the {len(pdfs)} input(s) is a readable PDF")
+        result = build_dataset(pdfs=files, options=options, publish=not no_publish)
         record = result.record
-        print_build_summary(record, result.published)
-        if record.failures or (result.published is None and not no_publish):
+        print_build_summary(record, result.published, refused)
+        if refused or record.failures or (result.published is None and not no_publish):
             raise typer.Exit(1)
 
     @app.command()
@@ -146,9 +164,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Apply review decisions to a build and publish it as the next version (Prefect flow `publish-manifest`)."""
         from flows.build_flow import publish_manifest
-        from flows.prefect_env import quiet_client_loggers
+        from flows.prefect_env import console_without_tracebacks, quiet_client_loggers
 
         quiet_client_loggers()
+        if not debug_enabled():
+            console_without_tracebacks()
         options = build_options(
             config, assignments, dataset=dataset, work_dir=work_dir, registry=registry, image_store=image_store,
             translation_package=translation_package,
@@ -177,10 +197,9 @@ def register(app: typer.Typer) -> None:
         registry: Path = typer.Option(Path("data_manifests"), envvar="MMRETINAL_REGISTRY", help="Manifest registry root."),
     ) -> None:
         """Score a published version against a truth file; prints JSON."""
-        from testbed.sample_atlas import read_truth
-        from testbed.scoring import score_manifest
+        from testbed.scoring import score_truth_file
 
-        typer.echo(json.dumps(score_manifest(read_truth(truth), registry, version), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(score_truth_file(truth, registry, version), indent=2, ensure_ascii=False))
 
     @app.command()
     def demo(

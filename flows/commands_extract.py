@@ -6,13 +6,18 @@ from pathlib import Path
 
 import typer
 
+from foundation.inputs import InputProblem, check_inputs
 
-def expand_pdf_inputs(inputs: list[Path]) -> list[Path]:
-    """Files as given; directories contribute their *.pdf files, sorted."""
-    paths: list[Path] = []
-    for item in inputs:
-        paths.extend(sorted(item.glob("*.pdf")) if item.is_dir() else [item])
-    return paths
+
+def checked_pdf_inputs(inputs: list[Path]) -> tuple[list[Path], list[InputProblem]]:
+    """Regular, readable PDF files to process (directories expanded) and the inputs refused.
+
+    Each refused input is printed as one line; the caller goes on with the rest.
+    """
+    files, problems = check_inputs(inputs)
+    for problem in problems:
+        typer.secho(f"skipped {problem.line()}", err=True, fg=typer.colors.YELLOW)
+    return files, problems
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +43,8 @@ def register(app: typer.Typer) -> None:
                 paddle_rec_model_dir=paddle_rec_model_dir,
             ),
         )
-        runs = extract_pdfs(expand_pdf_inputs(pdfs), out, options)
+        files, problems = checked_pdf_inputs(pdfs)
+        runs = extract_pdfs(files, out, options) if files else []
         typer.echo(f"{'PDF':40} {'status':8} {'pages':>5} {'scanned':>7} {'regions':>7} {'captions':>8} {'rejects':>7}")
         for run in runs:
             name = Path(run.pdf).name
@@ -52,6 +58,8 @@ def register(app: typer.Typer) -> None:
             )
             for error in run.errors:
                 typer.echo(f"{'':40} {error}")
+        for problem in problems:
+            typer.echo(f"{problem.path:40} {'refused':8} {problem.reason}")
         typer.echo(f"output: {out.resolve()}")
-        if any(run.status == Status.failed for run in runs):
+        if problems or any(run.status == Status.failed for run in runs):
             raise typer.Exit(1)

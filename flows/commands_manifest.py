@@ -31,10 +31,13 @@ class LinkMode(str, Enum):
     symlink = "symlink"
 
 
-def _root(root: Path | None) -> Path:
+def _root(registry: Path | None, root_alias: Path | None = None) -> Path:
+    """The registry root: --root (old spelling, when given) or --registry / $MMRETINAL_REGISTRY or the default."""
     from data_manifests.registry import default_registry_root
 
-    return root if root is not None else default_registry_root()
+    if root_alias is not None:
+        return root_alias
+    return registry if registry is not None else default_registry_root()
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -53,24 +56,25 @@ def register(app: typer.Typer) -> None:
     @manifest_app.command("list")
     def list_command(
         dataset: str | None = typer.Argument(None, help="Dataset name, e.g. mm-retinal; all datasets when omitted."),
-        root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        registry: Path | None = typer.Option(None, "--registry", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        root: Path | None = typer.Option(None, "--root", hidden=True, help="Old spelling of --registry."),
     ) -> None:
         """List published versions with their size, parent and fingerprint."""
         from data_manifests.registry import RegistryError, list_datasets, list_versions, read_meta
 
-        registry = _root(root)
+        registry_root = _root(registry, root)
         try:
-            datasets = [dataset] if dataset else list_datasets(registry)
+            datasets = [dataset] if dataset else list_datasets(registry_root)
             if not datasets:
-                typer.echo(f"no published datasets under {registry}")
+                typer.echo(f"no published datasets under {registry_root}")
                 return
             for name in datasets:
-                versions = list_versions(registry, name)
+                versions = list_versions(registry_root, name)
                 if not versions:
                     typer.echo(f"{name}: no published versions")
                     continue
                 for version in versions:
-                    meta = read_meta(registry / name / version)
+                    meta = read_meta(registry_root / name / version)
                     typer.echo(
                         f"{name}/{version}\t{meta.created}\t{meta.n_pairs} pairs\t"
                         f"parent {meta.parent or '-'}\t{meta.content_fingerprint[:12]}"
@@ -83,16 +87,26 @@ def register(app: typer.Typer) -> None:
         ref: str = typer.Argument(..., help="Version, e.g. mm-retinal/v1 or mm-retinal/latest."),
         rows: int = typer.Option(0, "--rows", "-n", min=0, help="Also print the first N rows."),
         as_json: bool = typer.Option(False, "--json", help="Print manifest.json as is."),
-        root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        registry: Path | None = typer.Option(None, "--registry", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        root: Path | None = typer.Option(None, "--root", hidden=True, help="Old spelling of --registry."),
     ) -> None:
         """Show a version's provenance and counts."""
-        from data_manifests.registry import RegistryError, load_manifest
+        from data_manifests.registry import RegistryError, load_manifest, read_index
+        from data_manifests.schema import manifest_fingerprint
 
+        registry_root = _root(registry, root)
         try:
-            loaded = load_manifest(_root(root), ref)
+            loaded = load_manifest(registry_root, ref)
+            recorded = read_index(registry_root, loaded.meta.dataset).get(loaded.meta.version)
         except RegistryError as exc:
             _fail(str(exc))
         meta = loaded.meta
+        if recorded is None or recorded.manifest_fingerprint != manifest_fingerprint(meta):
+            typer.secho(
+                f"warning: {loaded.path / 'manifest.json'} does not match what the registry index recorded "
+                f"at publish; run `mmretinal manifest verify {loaded.ref}`",
+                err=True, fg=typer.colors.YELLOW,
+            )
         if as_json:
             typer.echo(json.dumps(meta.model_dump(mode="json"), indent=2, ensure_ascii=False))
         else:
@@ -119,14 +133,15 @@ def register(app: typer.Typer) -> None:
     def diff_command(
         a: str = typer.Argument(..., help="Older version, e.g. mm-retinal/v1."),
         b: str = typer.Argument(..., help="Newer version, e.g. mm-retinal/v2."),
-        root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        registry: Path | None = typer.Option(None, "--registry", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        root: Path | None = typer.Option(None, "--root", hidden=True, help="Old spelling of --registry."),
     ) -> None:
         """List pairs added, removed and changed (with the changed columns) between two versions."""
         from data_manifests.compare import diff
         from data_manifests.registry import RegistryError
 
         try:
-            result = diff(a, b, root=_root(root))
+            result = diff(a, b, root=_root(registry, root))
         except RegistryError as exc:
             _fail(str(exc))
         for pair_id in result.added:
@@ -143,7 +158,8 @@ def register(app: typer.Typer) -> None:
     @manifest_app.command("verify")
     def verify_command(
         ref: str = typer.Argument(..., help="Version to check, e.g. mm-retinal/v1."),
-        root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        registry: Path | None = typer.Option(None, "--registry", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        root: Path | None = typer.Option(None, "--root", hidden=True, help="Old spelling of --registry."),
         image_store: Path | None = typer.Option(None, "--image-store", help=STORE_HELP),
     ) -> None:
         """Re-hash every image and the manifest; exit 1 when anything is missing or altered."""
@@ -151,7 +167,7 @@ def register(app: typer.Typer) -> None:
         from data_manifests.verify import verify
 
         try:
-            report = verify(_root(root), ref, image_store=image_store)
+            report = verify(_root(registry, root), ref, image_store=image_store)
         except RegistryError as exc:
             _fail(str(exc))
         for problem in report.problems:
@@ -163,12 +179,31 @@ def register(app: typer.Typer) -> None:
         if not report.ok:
             raise typer.Exit(1)
 
+<<<<<<< HEAD
     @manifest_app.command("report")
     def report_command(
         ref: str = typer.Argument(..., help="Version to report on, e.g. mm-retinal/v1."),
         out: Path | None = typer.Option(None, "--out", help="HTML file to write (default: ./<dataset>-<version>-report.html)."),
         examples: int = typer.Option(6, "--examples", min=0, max=50, help="Example pairs per modality."),
         root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+=======
+    @app.command("export")
+    def export_command(
+        ref: str = typer.Argument(..., help="Version to export, e.g. mm-retinal/v1."),
+        out: Path = typer.Option(..., "--out", help="Directory for the CSV files."),
+        export_format: ExportFormat = typer.Option(ExportFormat.flair_csv, "--format", help="Output format."),
+        image_root: Path | None = typer.Option(
+            None, "--image-root", help="Directory the CSV image paths are relative to (default: OUT/images)."
+        ),
+        language: CaptionLanguage = typer.Option(CaptionLanguage.en, "--language", help="Caption language."),
+        link_mode: LinkMode = typer.Option(LinkMode.copy, "--link-mode", help="Copy images or symlink to the store."),
+        keep_formula_prefixes: bool = typer.Option(
+            False, "--keep-formula-prefixes",
+            help="Write captions byte for byte (default: text starting with =, +, -, @ gets a leading ' for spreadsheets).",
+        ),
+        registry: Path | None = typer.Option(None, "--registry", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        root: Path | None = typer.Option(None, "--root", hidden=True, help="Old spelling of --registry."),
+>>>>>>> issue-12
         image_store: Path | None = typer.Option(None, "--image-store", help=STORE_HELP),
     ) -> None:
         """Write an HTML page with plots and example pairs of a version."""
@@ -212,9 +247,10 @@ def register(app: typer.Typer) -> None:
         from data_manifests.registry import RegistryError, load_manifest
 
         try:
-            loaded = load_manifest(_root(root), ref, image_store=image_store)
+            loaded = load_manifest(_root(registry, root), ref, image_store=image_store)
         except RegistryError as exc:
             _fail(str(exc))
+<<<<<<< HEAD
         if export_format is ExportFormat.ffa_ir:
             from data_manifests.export_ffa_ir import FFAIRExportOptions, export_ffa_ir
 
@@ -229,6 +265,12 @@ def register(app: typer.Typer) -> None:
         from data_manifests.export import FlairExportOptions, export_flair_csv
 
         options = FlairExportOptions(language=language.value, image_root=image_root, link_mode=link_mode.value)
+=======
+        options = FlairExportOptions(
+            language=language.value, image_root=image_root, link_mode=link_mode.value,
+            neutralise_formulas=not keep_formula_prefixes,
+        )
+>>>>>>> issue-12
         result = export_flair_csv(loaded, out, options=options)
         for modality, csv_file in result.csv_files.items():
             typer.echo(f"{modality}: {result.rows[modality]} rows -> {csv_file}")

@@ -54,3 +54,30 @@ def attach_pipeline_loggers() -> None:
             library_logger.setLevel(logging.INFO)
         if not any(isinstance(handler, APILogHandler) for handler in library_logger.handlers):
             library_logger.addHandler(APILogHandler())
+
+
+class _WithoutTraceback(logging.Formatter):
+    """Formats a record as the wrapped formatter would, minus its traceback."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text:
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return self.inner.format(record)
+
+
+def console_without_tracebacks() -> None:
+    """Failed runs are logged by Prefect with their traceback; on the console the one-line
+    message is enough (the run logs in the UI keep the traceback; `--debug` keeps it here)."""
+    from prefect.logging.handlers import APILogHandler
+
+    loggers = [logging.getLogger(), logging.getLogger("prefect"), *(
+        logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")
+    )]
+    for handler in {h for lg in loggers for h in lg.handlers}:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, APILogHandler):
+            if not isinstance(handler.formatter, _WithoutTraceback):
+                handler.setFormatter(_WithoutTraceback(handler.formatter))

@@ -8,6 +8,7 @@ by another reviewer in between turns into a 409 page instead of being overwritte
 from __future__ import annotations
 
 import getpass
+import hashlib
 import hmac
 import logging
 import os
@@ -24,6 +25,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from foundation.files import sha256_file, write_atomic
+from foundation.imaging import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError, ImageLimits, decode_image, encode_png, image_size
 from foundation.records import CaptionChoice, Pair
 from curation.review_store import (
     DECISIVE_ACTIONS,
@@ -62,6 +64,15 @@ class ReviewAppSettings(BaseModel):
     image_roots: list[Path] = Field(default_factory=list, description="Folders that relative Pair.image_file paths are under.")
     cache_dir: Path | None = Field(None, description="Where rendered page PNGs are cached; default: next to the database.")
     page_dpi: int = Field(100, ge=36, le=300, description="Resolution of the rendered source pages.")
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_IMAGE_PIXELS, gt=0, description="Panels with more pixels than this are refused, not decoded."
+    )
+    panel_max_side: int = Field(
+        2048, ge=64, description="Panels with a longer side are served downscaled to it (cached), not as they are."
+    )
+    page_max_pixels: int = Field(
+        16_000_000, gt=0, description="Largest page rendering; a larger page is rendered at the resolution that fits."
+    )
     default_reviewer: str | None = Field(None, description="Reviewer name used until the page sets one; default: OS user.")
 
 
@@ -144,6 +155,31 @@ class SourceFiles:
                 return candidate
         return None
 
+    def panel_file(self, image_path: Path) -> Path:
+        """The panel to send to the browser: the file itself when it is small, else a downscaled
+        copy (cached). Raises ImageDecodeError (one line) for an image too large or not an image."""
+        limits = ImageLimits(max_pixels=self.settings.max_image_pixels)
+        width, height = image_size(image_path)
+        if max(width, height) <= self.settings.panel_max_side:
+            return image_path
+        stat = image_path.stat()
+        key = f"{image_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.settings.panel_max_side}"
+        target = self.cache_dir / "panels" / f"{hashlib.sha256(key.encode()).hexdigest()}.png"
+        if target.is_file():
+            return target
+        image = decode_image(image_path, limits=limits, max_side=self.settings.panel_max_side)
+        write_atomic(target, encode_png(image))
+        logger.info("panel %s (%d×%d) served downscaled from %s", image_path, width, height, target)
+        return target
+
+    def page_dpi_for(self, page_width: float, page_height: float) -> int:
+        """The configured page resolution, lowered so a huge page stays within page_max_pixels."""
+        dpi = self.settings.page_dpi
+        pixels = (page_width * dpi / 72) * (page_height * dpi / 72)
+        if pixels <= self.settings.page_max_pixels:
+            return dpi
+        return max(1, int(dpi * (self.settings.page_max_pixels / pixels) ** 0.5))
+
     def geometry(self, pdf_path: Path, sha256: str, page_number: int) -> PageGeometry:
         key = (sha256, page_number)
         with self._lock:
@@ -175,7 +211,8 @@ class SourceFiles:
         with pymupdf.open(pdf_path) as document:
             if not 1 <= page_number <= document.page_count:
                 raise ValueError(f"{pdf_path}: page {page_number} out of range 1..{document.page_count}")
-            pixmap = document[page_number - 1].get_pixmap(dpi=self.settings.page_dpi)
+            page = document[page_number - 1]
+            pixmap = page.get_pixmap(dpi=self.page_dpi_for(page.rect.width, page.rect.height))
             data = pixmap.tobytes("png")
         write_atomic(target, data)
         logger.debug("rendered %s page %d -> %s", pdf_path, page_number, target)
@@ -401,7 +438,12 @@ def create_review_app(
         image_path = files.find_image(item.pair, build_roots(build, "image_roots"))
         if image_path is None:
             raise HTTPException(404, f"panel image {item.pair.image_file} not found under the image roots")
-        return FileResponse(image_path, headers={"Cache-Control": "private, max-age=86400"})
+        try:
+            served = files.panel_file(image_path)
+        except ImageDecodeError as exc:
+            logger.warning("panel not shown: %s", exc)
+            raise HTTPException(422, f"panel image not shown: {exc.reason}") from exc
+        return FileResponse(served, headers={"Cache-Control": "private, max-age=86400"})
 
     @app.post("/item/{item_key}/decide")
     def decide(

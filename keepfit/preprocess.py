@@ -12,6 +12,7 @@ from PIL import Image
 
 from data_manifests.store import sha256_file
 from foundation.files import atomic_output
+from foundation.imaging import ImageDecodeError, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +75,7 @@ class ResizedImageCache:
         entry = self._entry(key)
         if entry is None or not entry.exists():
             return None
-        with Image.open(entry) as cached:
-            return np.array(cached.convert("RGB"))
+        return np.array(decode_image(entry))
 
     def put(self, key: str, array: np.ndarray) -> None:
         entry = self._entry(key)
@@ -98,8 +98,9 @@ class ResizedImageCache:
             if actual != expected_sha256:
                 raise ValueError(f"{source}: sha256 {actual} does not match the manifest's {expected_sha256}")
         try:
-            with Image.open(source) as raw:
-                array = resize_and_pad(raw, self.image_size)
+            array = resize_and_pad(decode_image(source), self.image_size)  # bombs refused from the header
+        except ImageDecodeError:
+            raise
         except (OSError, ValueError) as exc:
             raise ValueError(f"{source}: cannot read image: {exc}") from exc
         self.put(key, array)

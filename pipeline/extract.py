@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from foundation.documents import write_document_run
 from foundation.files import sha256_file
+from foundation.imaging import DEFAULT_MAX_IMAGE_PIXELS, over_limit, too_large_reason
 from foundation.records import (
     BBox,
     DocumentRun,
@@ -71,6 +72,19 @@ class ExtractOptions(BaseModel):
         900.0, description="Images dropped as decoration but at least this large (points²) are kept as rejects for review."
     )
     ocr: OcrOptions = Field(default_factory=OcrOptions, description="OCR engine settings for scanned pages.")
+    # -- resource limits: hostile inputs cost a logged skip, not the batch's memory
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_IMAGE_PIXELS, gt=0,
+        description="Largest embedded image (width × height) decoded; a larger one is skipped with the reason logged.",
+    )
+    max_page_raster_pixels: int = Field(
+        16_000_000, gt=0,
+        description="Largest page or figure rendering (pixels); a larger one is rendered at the resolution that fits.",
+    )
+    max_pages: int = Field(2000, gt=0, description="PDFs with more pages than this are refused.")
+    max_seconds_per_pdf: float = Field(
+        1800.0, gt=0, description="Wall-clock limit of one PDF, checked between pages; a slower PDF is refused."
+    )
 
 
 class ExtractionError(Exception):
@@ -123,9 +137,15 @@ def open_pdf(path: Path, options: ExtractOptions) -> pymupdf.Document:
     if doc.page_count == 0:
         doc.close()
         raise ExtractionError("PDF has no pages")
+    if doc.page_count > options.max_pages:
+        count = doc.page_count
+        doc.close()
+        raise ExtractionError(f"PDF has {count} pages, more than the limit of {options.max_pages} (max_pages)")
     if not options.allow_repaired and (doc.is_repaired or b"%%EOF" not in tail):
         doc.close()
-        raise ExtractionError("truncated or damaged PDF (missing end-of-file trailer; set allow_repaired to accept it)")
+        raise ExtractionError(
+            "truncated or damaged PDF (missing end-of-file trailer; build or extract with --allow-repaired to accept it)"
+        )
     return doc
 
 
@@ -148,6 +168,43 @@ def _pixmap_array(pixmap: pymupdf.Pixmap) -> np.ndarray:
 def _is_upright(transform: Iterable[float]) -> bool:
     a, b, c, d, _, _ = transform
     return abs(b) < 1e-6 and abs(c) < 1e-6 and a > 0 and d > 0
+
+
+# -- pixel guards: nothing is decoded or rendered before its pixel count is checked
+
+
+def _image_infos(page: pymupdf.Page, page_no: int, options: ExtractOptions, run: DocumentRun | None = None) -> list[dict]:
+    """`get_image_info(xrefs=True)` unless the page holds an image over max_image_pixels: matching
+    xrefs makes PyMuPDF decode (hash) every image, so such pages list their images without xrefs
+    (they are then rendered at a bounded resolution) and the oversized images become skipped regions."""
+    if not any(over_limit(img[2], img[3], options.max_image_pixels) for img in page.get_images()):
+        return page.get_image_info(xrefs=True)
+    infos = []
+    for info in page.get_image_info():
+        if over_limit(info["width"], info["height"], options.max_image_pixels):
+            reason = too_large_reason(info["width"], info["height"], options.max_image_pixels)
+            log.warning("%s page %d: image region skipped: %s", page.parent.name, page_no, reason)
+            if run is not None:
+                run.note_error(f"page {page_no}: image skipped: {reason}")
+                run.rejects.append(
+                    Reject(kind="bad_image", step="extract", page=page_no, bbox=tuple(info["bbox"]), reason=reason)
+                )
+            continue
+        infos.append({**info, "xref": 0})
+    return infos
+
+
+def _fit_dpi(page: pymupdf.Page, rect: pymupdf.Rect, dpi: float, page_no: int, options: ExtractOptions) -> int:
+    """`dpi`, lowered so that rendering `rect` stays within max_page_raster_pixels."""
+    width, height = rect.width * dpi / 72, rect.height * dpi / 72
+    if not over_limit(width, height, options.max_page_raster_pixels):
+        return int(dpi)
+    fitted = max(1, int(dpi * (options.max_page_raster_pixels / (width * height)) ** 0.5))
+    log.warning(
+        "%s page %d: %s; rendered at %d dpi instead of %d", page.parent.name, page_no,
+        too_large_reason(int(width), int(height), options.max_page_raster_pixels, "rendering"), fitted, int(dpi),
+    )
+    return fitted
 
 
 # ---------------------------------------------------------------------------- born-digital pages
@@ -220,7 +277,7 @@ def _native_regions(
 ) -> list[FigureRegion]:
     page_rect = page.rect
     placements = []
-    for info in page.get_image_info(xrefs=True):
+    for info in _image_infos(page, page_no, options, run):
         rect = pymupdf.Rect(info["bbox"]) & page_rect
         if rect.is_empty:
             continue
@@ -250,6 +307,7 @@ def _native_regions(
             else:
                 native_dpi = max(kept[i][1]["width"] / max(kept[i][0][2] - kept[i][0][0], 1) * 72 for i in group)
                 dpi = int(min(options.max_image_dpi, max(72, native_dpi)))
+                dpi = _fit_dpi(page, pymupdf.Rect(bbox), dpi, page_no, options)
                 pixels = _pixmap_array(page.get_pixmap(clip=pymupdf.Rect(bbox), dpi=dpi))
                 origin = "merged" if len(group) > 1 else "embedded"
             digest, relative = bank.put(pixels)
@@ -300,15 +358,15 @@ def _tile_partner(box: BBox, others: list[BBox], gap: float) -> bool:
 # ---------------------------------------------------------------------------- scanned pages
 
 
-def _page_raster(doc: pymupdf.Document, page: pymupdf.Page, options: ExtractOptions) -> np.ndarray:
+def _page_raster(doc: pymupdf.Document, page: pymupdf.Page, page_no: int, options: ExtractOptions) -> np.ndarray:
     """The page as RGB pixels: the scan itself when the page is one image, else a rendering."""
-    infos = [i for i in page.get_image_info(xrefs=True) if i.get("xref")]
+    infos = [i for i in _image_infos(page, page_no, options) if i.get("xref")]
     if len(infos) == 1 and _is_upright(infos[0]["transform"]):
         pixels = _pixmap_array(pymupdf.Pixmap(doc, infos[0]["xref"]))
         dpi = pixels.shape[1] / page.rect.width * 72
         if dpi <= options.raster_max_dpi * 1.05:
             return pixels
-    return _pixmap_array(page.get_pixmap(dpi=options.raster_max_dpi))
+    return _pixmap_array(page.get_pixmap(dpi=_fit_dpi(page, page.rect, options.raster_max_dpi, page_no, options)))
 
 
 def estimate_skew(gray: np.ndarray, max_degrees: float) -> float:
@@ -447,7 +505,7 @@ def _scanned_page(
     options: ExtractOptions,
     ocr: OcrEngine,
 ) -> tuple[list[TextBlock], list[FigureRegion], float]:
-    raster = _page_raster(doc, page, options)
+    raster = _page_raster(doc, page, page_no, options)
     scale = page.rect.width / raster.shape[1]
     angle = estimate_skew(cv2.cvtColor(raster, cv2.COLOR_RGB2GRAY), options.max_skew_degrees)
     deskewed, inverse = _rotate(raster, angle) if angle else (raster, cv2.invertAffineTransform(np.eye(2, 3)))
@@ -541,7 +599,12 @@ def extract_document(
         return engine[0]
 
     started = time.perf_counter()
+    deadline = time.monotonic() + options.max_seconds_per_pdf
     for index in range(doc.page_count):
+        if time.monotonic() > deadline:
+            raise ExtractionError(
+                f"stopped at page {index + 1}: over the {options.max_seconds_per_pdf:g} s limit (max_seconds_per_pdf)"
+            )
         try:
             run.pages.append(extract_page(doc, index, bank, options, ocr_factory, run))
         except Exception as exc:  # one broken page must not lose the rest of the book

@@ -194,6 +194,50 @@ def score_pairs(
     }
 
 
+def read_truth_file(path: Path) -> list[PanelTruth]:
+    """Truth rows of a `truth.jsonl`; a ValueError naming the file (and line) when it is unusable.
+
+    A directory, an empty file, a line that is not UTF-8 or not a truth row are all errors: a
+    score against no truth would read as a perfect (or meaningless) result.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, not a truth file (give truth.jsonl)")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such truth file") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read truth file ({exc.strerror or exc})") from None
+    rows: list[PanelTruth] = []
+    for line_number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"{path}:{line_number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+            ) from None
+        if not line.strip():
+            continue
+        try:
+            rows.append(PanelTruth.model_validate_json(line))
+        except ValueError as exc:
+            first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(
+                f"{path}:{line_number}: invalid truth row ({where + ': ' if where else ''}{first['msg']})"
+            ) from None
+    if not rows:
+        raise ValueError(f"{path}: empty truth file (no truth rows to score against)")
+    return rows
+
+
+def score_truth_file(truth_path: Path, registry_root: Path, ref: str) -> dict:
+    """Score a published version against a truth file (both checked, errors naming the file)."""
+    truth = read_truth_file(truth_path)
+    return score_manifest(truth, registry_root, ref)
+
+
 def score_manifest(truth: Sequence[PanelTruth], registry_root: Path, ref: str) -> dict:
     """Score a published version: its rows, plus the pairs it excluded as 'other'."""
     from data_manifests import load_manifest

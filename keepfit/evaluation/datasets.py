@@ -20,6 +20,7 @@ from PIL import Image
 
 from keepfit.evaluation.registry import ExperimentSpec
 from foundation.files import sha256_file
+from foundation.imaging import ImageDecodeError, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,6 @@ def load_experiment_dataset(
 def load_rgb_image(path: Path) -> Image.Image:
     """Decoded RGB image; a clear error naming the file when it cannot be read."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
+        return decode_image(path)  # the guarded decoder: oversized images refused from their header
+    except ImageDecodeError as exc:
+        raise ValueError(f"cannot read image {path}: {exc.reason}") from exc

@@ -91,7 +91,7 @@ def test_verify_reports_manifest_no_longer_matching_fingerprint(make_pair, do_pu
 
     report = verify(registry_root, "mm-retinal/v1")
     kinds = {p.kind for p in report.problems}
-    assert kinds == {"fingerprint_mismatch", "parquet_altered"}
+    assert kinds == {"fingerprint_mismatch", "parquet_altered", "writable_file"}  # chmod'ed to edit it
     assert all(p.path == str(parquet_file) for p in report.problems)
 
 

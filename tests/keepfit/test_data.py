@@ -280,3 +280,17 @@ def test_reproduce_augmentation_is_the_release_recipe():
     assert strong.affine_probability == 1.0 and strong.translate_fraction > 0
     out = augment_batch(images, strong.model_copy(update={"flip_probability": 0.0}), torch.Generator().manual_seed(3))
     assert ((out - images).abs().flatten(1).amax(1) > 1e-3).all()
+
+
+def test_manifest_image_bomb_is_refused_from_its_header(tmp_path):
+    """KeepFIT reads manifest images through the guarded decoder: a bomb costs a header read."""
+    import pytest
+
+    from foundation.imaging import ImageTooLarge
+    from keepfit.preprocess import ResizedImageCache
+    from testbed.hostile_pdfs import bomb_png
+
+    bomb = tmp_path / "bomb.png"
+    bomb_png(bomb, 18000)
+    with pytest.raises(ImageTooLarge, match="18000×18000"):
+        ResizedImageCache(tmp_path / "cache", 64).load(bomb, key="b" * 64)
