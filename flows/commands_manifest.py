@@ -179,31 +179,13 @@ def register(app: typer.Typer) -> None:
         if not report.ok:
             raise typer.Exit(1)
 
-<<<<<<< HEAD
     @manifest_app.command("report")
     def report_command(
         ref: str = typer.Argument(..., help="Version to report on, e.g. mm-retinal/v1."),
         out: Path | None = typer.Option(None, "--out", help="HTML file to write (default: ./<dataset>-<version>-report.html)."),
         examples: int = typer.Option(6, "--examples", min=0, max=50, help="Example pairs per modality."),
-        root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
-=======
-    @app.command("export")
-    def export_command(
-        ref: str = typer.Argument(..., help="Version to export, e.g. mm-retinal/v1."),
-        out: Path = typer.Option(..., "--out", help="Directory for the CSV files."),
-        export_format: ExportFormat = typer.Option(ExportFormat.flair_csv, "--format", help="Output format."),
-        image_root: Path | None = typer.Option(
-            None, "--image-root", help="Directory the CSV image paths are relative to (default: OUT/images)."
-        ),
-        language: CaptionLanguage = typer.Option(CaptionLanguage.en, "--language", help="Caption language."),
-        link_mode: LinkMode = typer.Option(LinkMode.copy, "--link-mode", help="Copy images or symlink to the store."),
-        keep_formula_prefixes: bool = typer.Option(
-            False, "--keep-formula-prefixes",
-            help="Write captions byte for byte (default: text starting with =, +, -, @ gets a leading ' for spreadsheets).",
-        ),
         registry: Path | None = typer.Option(None, "--registry", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
         root: Path | None = typer.Option(None, "--root", hidden=True, help="Old spelling of --registry."),
->>>>>>> issue-12
         image_store: Path | None = typer.Option(None, "--image-store", help=STORE_HELP),
     ) -> None:
         """Write an HTML page with plots and example pairs of a version."""
@@ -211,7 +193,7 @@ def register(app: typer.Typer) -> None:
         from data_manifests.report import ReportOptions, write_report
 
         try:
-            loaded = load_manifest(_root(root), ref, image_store=image_store)
+            loaded = load_manifest(_root(registry, root), ref, image_store=image_store)
         except RegistryError as exc:
             _fail(str(exc))
         target = out or Path(f"{loaded.meta.dataset}-{loaded.meta.version}-report.html")
@@ -240,7 +222,12 @@ def register(app: typer.Typer) -> None:
             LinkMode.copy, "--link-mode", help="flair-csv, croissant: copy images or symlink to the store."
         ),
         shard_size: int = typer.Option(1000, "--shard-size", min=1, help="webdataset: most pairs per tar shard."),
-        root: Path | None = typer.Option(None, "--root", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        keep_formula_prefixes: bool = typer.Option(
+            False, "--keep-formula-prefixes",
+            help="flair-csv: write captions byte for byte (default: text starting with =, +, -, @ gets a leading ' for spreadsheets).",
+        ),
+        registry: Path | None = typer.Option(None, "--registry", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        root: Path | None = typer.Option(None, "--root", hidden=True, help="Old spelling of --registry."),
         image_store: Path | None = typer.Option(None, "--image-store", help=STORE_HELP),
     ) -> None:
         """Write a version for training code: KeepFIT/FLAIR CSVs, FFA-IR JSON, a Hugging Face dataset, WebDataset shards or Croissant."""
@@ -250,7 +237,6 @@ def register(app: typer.Typer) -> None:
             loaded = load_manifest(_root(registry, root), ref, image_store=image_store)
         except RegistryError as exc:
             _fail(str(exc))
-<<<<<<< HEAD
         if export_format is ExportFormat.ffa_ir:
             from data_manifests.export_ffa_ir import FFAIRExportOptions, export_ffa_ir
 
@@ -264,13 +250,10 @@ def register(app: typer.Typer) -> None:
             return
         from data_manifests.export import FlairExportOptions, export_flair_csv
 
-        options = FlairExportOptions(language=language.value, image_root=image_root, link_mode=link_mode.value)
-=======
         options = FlairExportOptions(
             language=language.value, image_root=image_root, link_mode=link_mode.value,
             neutralise_formulas=not keep_formula_prefixes,
         )
->>>>>>> issue-12
         result = export_flair_csv(loaded, out, options=options)
         for modality, csv_file in result.csv_files.items():
             typer.echo(f"{modality}: {result.rows[modality]} rows -> {csv_file}")
