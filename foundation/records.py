@@ -54,8 +54,9 @@ class TextBlock(BaseModel):
     text: str = Field(description="Text of the block, lines joined with newlines.")
     column: int = Field(description="0-based column index; -1 for blocks that span all columns.")
     order: int = Field(description="Reading-order index of the block on its page.")
-    role: Literal["body", "header", "footer", "caption"] = Field(
-        "body", description="Running headers/page numbers are 'header'/'footer'; figure captions 'caption'."
+    role: Literal["body", "header", "footer", "caption", "figure"] = Field(
+        "body",
+        description="Running headers/page numbers are 'header'/'footer'; figure captions 'caption'; text inside a drawn figure 'figure'.",
     )
     source: TextSource = Field("native", description="'native' text layer or 'ocr'.")
     confidence: float | None = Field(None, description="Mean OCR confidence (None for native text).")

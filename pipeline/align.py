@@ -149,12 +149,27 @@ def figure_clusters(page: PageRecord, options: AlignOptions) -> list[Cluster]:
             b = regions[j]
             across = columns[i] != columns[j] and -1 not in (columns[i], columns[j])
             gap = options.cross_column_gap if across else options.cluster_gap
-            if _close(a.bbox, b.bbox, gap) and not _text_between(a.bbox, b.bbox, text_boxes):
+            if _close(a.bbox, b.bbox, gap) and not _text_between(a.bbox, b.bbox, text_boxes) and not _captioned_apart(
+                a.bbox, b.bbox, page.captions
+            ):
                 parent[find(i)] = find(j)
     groups: dict[int, list[FigureRegion]] = {}
     for i, region in enumerate(regions):
         groups.setdefault(find(i), []).append(region)
     return [Cluster(page=page.page, regions=_reading_order(members)) for members in groups.values()]
+
+
+def _captioned_apart(a: BBox, b: BBox, captions: list[CaptionCandidate], reach: float = 40.0) -> bool:
+    """Each region has a caption of its own just below it: two figures side by side, not panels."""
+
+    def owns(region: BBox, other: BBox, caption: CaptionCandidate) -> bool:
+        c = caption.bbox
+        below = 0 <= c[1] - region[3] <= reach
+        return below and _overlap(c[0], c[2], region[0], region[2]) > 0.5 * (c[2] - c[0]) and _overlap(
+            c[0], c[2], other[0], other[2]
+        ) < 0.2 * (c[2] - c[0])
+
+    return any(owns(a, b, c) for c in captions) and any(owns(b, a, c) for c in captions)
 
 
 def _close(a: BBox, b: BBox, gap: float) -> bool:
@@ -216,6 +231,8 @@ def geometry_score(
         return 0.95 * decay(c[0] - k[2]), "caption beside the figure"
     if c[3] <= k[1] + slack and x_overlap > 0.3:
         return 0.8 * decay(k[1] - c[3]), "caption above the figure"
+    if c[2] <= k[0] + slack and y_overlap > 0.5:
+        return 0.9 * decay(k[0] - c[2]), "caption beside the figure, to its left"
     return None
 
 

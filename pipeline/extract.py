@@ -68,6 +68,15 @@ class ExtractOptions(BaseModel):
     allow_repaired: bool = Field(
         False, description="Accept damaged PDFs that PyMuPDF had to repair (otherwise they are reported as errors)."
     )
+    vector_figures: bool = Field(
+        True,
+        description="Find figures drawn as vector graphics (and figures made of many small images) from clusters of drawings and images.",
+    )
+    vector_gap: float = Field(6.0, description="Drawings and images closer than this (points) belong to one figure.")
+    vector_join_gap: float = Field(
+        18.0, description="Parts of a drawn figure this close (points), in one column with no text between, are one figure."
+    )
+    vector_min_items: int = Field(12, description="A cluster of drawings needs at least this many paths to be a figure.")
     reject_min_area: float = Field(
         900.0, description="Images dropped as decoration but at least this large (points²) are kept as rejects for review."
     )
@@ -350,6 +359,225 @@ def _reject_dropped(page_no: int, bbox: BBox, why: str, options: ExtractOptions,
         )
 
 
+def _scan_with_text_layer(page: pymupdf.Page) -> bool:
+    """One image covers the page (a scan) and the page also has a text layer."""
+    area = page.rect.width * page.rect.height
+    return any(
+        (pymupdf.Rect(info["bbox"]) & page.rect).get_area() >= 0.85 * area for info in page.get_image_info()
+    )
+
+
+def _scan_regions(
+    doc: pymupdf.Document, page: pymupdf.Page, page_no: int, blocks: list[TextBlock], bank: ImageBank, options: ExtractOptions
+) -> list[FigureRegion]:
+    """Figure regions of a scan with a text layer: inked areas of the scan once the layer's text is masked."""
+    raster = _page_raster(doc, page, page_no, options)
+    scale = page.rect.width / raster.shape[1]
+    text_boxes = [tuple(v / scale for v in block.bbox) for block in blocks]
+    regions = []
+    for x0, y0, x1, y1 in find_raster_figures(raster, text_boxes, options.min_figure_side / scale):
+        digest, relative = bank.put(raster[y0:y1, x0:x1])
+        regions.append(
+            FigureRegion(
+                region_id=f"p{page_no}-r{len(regions) + 1}",
+                page=page_no,
+                bbox=tuple(round(v * scale, 2) for v in (x0, y0, x1, y1)),
+                image_sha256=digest,
+                image_file=relative,
+                pixel_size=(x1 - x0, y1 - y0),
+                origin="raster",
+            )
+        )
+    return regions
+
+
+def _compound_regions(
+    page: pymupdf.Page,
+    page_no: int,
+    regions: list[FigureRegion],
+    blocks: list[TextBlock],
+    bank: ImageBank,
+    options: ExtractOptions,
+    run: DocumentRun,
+) -> list[FigureRegion]:
+    """Figures drawn as vector graphics, or assembled from many small images and drawings:
+    clusters of paths and images on the page, rendered as one region. A cluster that holds
+    image regions replaces them (a chart with a raster inset is one figure); text lying inside
+    a cluster is part of the figure, not body text."""
+    area = page.rect
+    band = options.header_band * area.height
+    items: list[tuple[BBox, bool]] = []  # (box, is an image)
+    try:
+        drawings = page.get_drawings()
+    except Exception:  # a broken content stream: the raster regions still stand
+        drawings = []
+    for drawing in drawings:
+        rect = pymupdf.Rect(drawing["rect"]) & area
+        if rect.is_empty and (rect.width > 0 or rect.height > 0):
+            rect = pymupdf.Rect(drawing["rect"])
+        if rect.y1 <= band or rect.y0 >= area.height - band or not rect.intersects(area):
+            continue  # running header or footer decoration
+        if (rect.height <= 1.5 and rect.width >= 0.45 * area.width) or (rect.width <= 1.5 and rect.height >= 0.45 * area.height):
+            continue  # a rule across the page
+        if rect.width * rect.height >= 0.5 * area.width * area.height:
+            continue  # a page background or frame
+        items.append(((rect.x0, rect.y0, max(rect.x1, rect.x0 + 0.5), max(rect.y1, rect.y0 + 0.5)), False))
+    for info in page.get_image_info():
+        rect = pymupdf.Rect(info["bbox"]) & area
+        if not rect.is_empty and rect.width * rect.height < 0.9 * area.width * area.height:
+            items.append((tuple(rect), True))
+    if not any(not is_image for _, is_image in items):
+        return regions
+    paths = {i for i, (_, is_image) in enumerate(items) if not is_image}
+    labels = [b for b in blocks if _is_label(b)]  # axis labels, panel letters: they tie a figure's parts
+    items += [(b.bbox, True) for b in labels]
+    groups = _cluster_boxes([box for box, _ in items], options.vector_gap)
+    prose = [b for b in blocks if not _is_label(b)]
+    groups = _join_parts(groups, [box for box, _ in items], prose, area.width, options)
+    result = list(regions)
+    for group in groups:
+        drawn = sum(i in paths for i in group)
+        if drawn < options.vector_min_items:
+            continue
+        bbox = union_bbox([items[i][0] for i in group])
+        width, height = bbox[2] - bbox[0], bbox[3] - bbox[1]
+        if min(width, height) < 2 * options.min_figure_side:
+            continue
+        inner_text = [b for b in blocks if _inside(b.bbox, bbox, 0.6)]
+        if inner_text and sum(len(b.text) for b in inner_text) > 0.02 * width * height:
+            continue  # dense text in a frame: a table or a text box, not a figure
+        covered = [r for r in result if _inside(r.bbox, bbox, 0.6)]
+        if len(covered) == 1 and _inside(bbox, covered[0].bbox, 0.8):
+            continue  # drawings over one image (markers on a scan): the image is the figure
+        bbox = union_bbox([bbox, *(r.bbox for r in covered)])
+        rendered = []
+        for part in _split_at_captions(bbox, blocks):
+            try:
+                dpi = _fit_dpi(page, pymupdf.Rect(part), min(options.max_image_dpi, 200), page_no, options)
+                pixels = _pixmap_array(page.get_pixmap(clip=pymupdf.Rect(part), dpi=dpi))
+                rendered.append((part, pixels, *bank.put(pixels)))
+            except Exception as exc:
+                reason = f"page {page_no}: vector figure at {_box_text(part)} cannot be rendered ({type(exc).__name__}: {exc})"
+                run.note_error(reason)
+                run.rejects.append(Reject(kind="bad_image", step="extract", page=page_no, bbox=part, reason=reason))
+        if not rendered:
+            continue
+        result = [r for r in result if r not in covered]
+        for part, pixels, digest, relative in rendered:
+            result.append(
+                FigureRegion(
+                    region_id=f"p{page_no}-v{len(result) + 1}",
+                    page=page_no,
+                    bbox=tuple(round(v, 2) for v in part),
+                    image_sha256=digest,
+                    image_file=relative,
+                    pixel_size=(int(pixels.shape[1]), int(pixels.shape[0])),
+                    origin="merged",
+                    parts=len(group),
+                )
+            )
+        for block in inner_text:
+            block.role = "figure"
+        run.rejects = [
+            r for r in run.rejects if not (r.kind == "dropped_image" and r.page == page_no and r.bbox and _inside(r.bbox, bbox, 0.8))
+        ]
+    result.sort(key=lambda r: (r.bbox[1], r.bbox[0]))
+    for index, region in enumerate(result, start=1):
+        region.region_id = f"p{page_no}-r{index}"
+    return result
+
+
+def _join_parts(
+    groups: list[list[int]], boxes: list[BBox], blocks: list[TextBlock], page_width: float, options: ExtractOptions
+) -> list[list[int]]:
+    """Clusters of one figure separated by white space (panels, a legend): joined when they are
+    close, in one text column, and no body text or caption lies between them."""
+    columns = detect_columns(blocks, page_width)
+    text = [b.bbox for b in blocks]
+    gap = options.vector_join_gap
+    merged = True
+    groups = [list(g) for g in groups]
+    while merged:
+        merged = False
+        boxes_of = [union_bbox([boxes[i] for i in g]) for g in groups]
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                ka, kb = boxes_of[a], boxes_of[b]
+                dx = max(0.0, max(ka[0], kb[0]) - min(ka[2], kb[2]))
+                dy = max(0.0, max(ka[1], kb[1]) - min(ka[3], kb[3]))
+                if dx > gap or dy > gap:
+                    continue
+                ca, cb = column_of(ka, columns), column_of(kb, columns)
+                if ca != cb and -1 not in (ca, cb):
+                    continue
+                between = (min(ka[2], kb[2]) - 1, min(ka[3], kb[3]) - 1, max(ka[0], kb[0]) + 1, max(ka[1], kb[1]) + 1)
+                x0, x1 = sorted((between[0], between[2]))
+                y0, y1 = sorted((between[1], between[3]))
+                if any(_inside(box, (x0, y0, x1, y1), 0.5) for box in text):
+                    continue
+                groups[a] += groups[b]
+                del groups[b]
+                merged = True
+                break
+            if merged:
+                break
+    return groups
+
+
+def _split_at_captions(bbox: BBox, blocks: list[TextBlock], reach: float = 40.0) -> list[BBox]:
+    """Figures side by side that drew into one cluster: when captions start just below (or above)
+    it side by side, the cluster is cut between them, one part per caption."""
+    near = sorted(
+        (b.bbox for b in blocks if b.caption_start is not None and b.bbox[0] >= bbox[0] - 4 and b.bbox[2] <= bbox[2] + 4
+         and (0 <= b.bbox[1] - bbox[3] <= reach or 0 <= bbox[1] - b.bbox[3] <= reach)),
+        key=lambda box: box[0],
+    )
+    cuts = [(left[2] + right[0]) / 2 for left, right in zip(near, near[1:]) if right[0] > left[2]]
+    if not cuts:
+        return [bbox]
+    edges = [bbox[0], *cuts, bbox[2]]
+    return [(edges[i], bbox[1], edges[i + 1], bbox[3]) for i in range(len(edges) - 1)]
+
+
+def _is_label(block: TextBlock) -> bool:
+    """Short text such as an axis label or a panel letter (not prose, not a caption)."""
+    return block.caption_start is None and len(block.text.strip()) <= 40 and block.text.count("\n") <= 2
+
+
+def _inside(inner: BBox, outer: BBox, share: float) -> bool:
+    """At least `share` of `inner`'s area lies within `outer`."""
+    dx = max(0.0, min(inner[2], outer[2]) - max(inner[0], outer[0]))
+    dy = max(0.0, min(inner[3], outer[3]) - max(inner[1], outer[1]))
+    area = max(1e-6, (inner[2] - inner[0]) * (inner[3] - inner[1]))
+    return dx * dy >= share * area
+
+
+def _cluster_boxes(boxes: list[BBox], gap: float) -> list[list[int]]:
+    """Groups of boxes chained by gaps of at most `gap` points (sweep over x, then union-find)."""
+    parent = list(range(len(boxes)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    order = sorted(range(len(boxes)), key=lambda i: boxes[i][0])
+    active: list[int] = []
+    for i in order:
+        box = boxes[i]
+        active = [j for j in active if boxes[j][2] + gap >= box[0]]
+        for j in active:
+            other = boxes[j]
+            if other[1] - gap <= box[3] and box[1] - gap <= other[3]:
+                parent[find(i)] = find(j)
+        active.append(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(boxes)):
+        groups.setdefault(find(i), []).append(i)
+    return list(groups.values())
+
+
 def _tile_partner(box: BBox, others: list[BBox], gap: float) -> bool:
     """A thin strip is kept when it abuts another image (it is then a tile, not a rule)."""
     return any(other != box and _merge_tiles([box, other], gap) == [[0, 1]] for other in others)
@@ -556,9 +784,17 @@ def extract_page(
     skew = 0.0
     if scanned:
         blocks, regions, skew = _scanned_page(doc, page, page_no, bank, options, ocr_factory())
+    elif _scan_with_text_layer(page):
+        # a scanned page that carries an (invisible) OCR text layer: text from the layer, figures
+        # from the scan itself, as for a scanned page
+        scanned = True
+        blocks = _native_blocks(page, page_no)
+        regions = _scan_regions(doc, page, page_no, blocks, bank, options)
     else:
         blocks = _native_blocks(page, page_no)
         regions = _native_regions(doc, page, page_no, bank, options, run)
+        if options.vector_figures:
+            regions = _compound_regions(page, page_no, regions, blocks, bank, options, run)
     mark_running_text(blocks, page.rect.height, options.header_band)
     columns = detect_columns(blocks, page.rect.width)
     for block in blocks:
