@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import cv2
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from pipeline import __version__, code_version
 from pipeline.align import AlignmentReport, AlignOptions, align_document
@@ -30,6 +30,7 @@ from pipeline.extract import (
 )
 from foundation.files import sha256_file, write_atomic
 from pipeline.modality import ModalityOptions, classify_modality
+from pipeline.ocr import lazy_line_reader
 from foundation.records import Pair, Status
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,17 @@ class BuildOptions(BaseModel):
         None, description="Folder for argostranslate's data and cache (default: argostranslate's own, in the user's home)."
     )
 
+    @model_validator(mode="after")
+    def _paddle_home_in_work_dir(self) -> "BuildOptions":
+        """PaddleX's home follows the work directory unless set explicitly."""
+        if "paddle_home" not in self.extract.ocr.model_fields_set:
+            self.extract.ocr.paddle_home = self.work_dir / "paddlex"
+        return self
+
     def step_config(self) -> dict:
         """The options that change what steps 1–3 produce (paths excluded)."""
         return {
-            "extract": self.extract.model_dump(mode="json"),
+            "extract": self.extract.model_dump(mode="json", exclude={"ocr": {"paddle_home"}}),
             "align": self.align.model_dump(mode="json"),
             "modality": self.modality.model_dump(mode="json", exclude={"model_path", "cues_path"}),
         }
@@ -139,7 +147,9 @@ def process_pdf(pdf_path: Path, options: BuildOptions) -> BookResult:
         result.scanned_pages = sum(p.scanned for p in extraction.pages)
         log.info("%s: step 1 extract: %d pages (%d scanned)", pdf_path.name, result.pages, result.scanned_pages)
         started = time.perf_counter()
-        pairs, result.alignment = align_document(load_extraction(book_dir), book_dir, options.align)
+        pairs, result.alignment = align_document(
+            load_extraction(book_dir), book_dir, options.align, read_line=lazy_line_reader(options.extract.ocr)
+        )
         result.seconds["align"] = round(time.perf_counter() - started, 3)
         result.figures = len({p.figure_id for p in pairs})
         log.info("%s: step 2 align: %d figures, %d panels", pdf_path.name, result.figures, len(pairs))

@@ -21,8 +21,15 @@ def register(app: typer.Typer) -> None:
         pdfs: list[Path] = typer.Argument(..., help="Atlas PDFs, or directories holding them."),
         out: Path = typer.Option(Path("extraction"), "--out", "-o", help="Output directory (one folder per PDF)."),
         ocr_engine: str = typer.Option("rapidocr", help="OCR engine for scanned pages: rapidocr or paddleocr."),
-        paddle_det_model_dir: Path = typer.Option(None, help="PaddleOCR: local text-detection model directory."),
-        paddle_rec_model_dir: Path = typer.Option(None, help="PaddleOCR: local text-recognition model directory."),
+        paddle_det_model_dir: Path = typer.Option(
+            None, help="PaddleOCR: text-detection model directory (default: prepared from rapidocr's models)."
+        ),
+        paddle_rec_model_dir: Path = typer.Option(
+            None, help="PaddleOCR: text-recognition model directory (default: prepared from rapidocr's models)."
+        ),
+        paddle_home: Path = typer.Option(
+            Path(".mmretinal") / "paddlex", help="PaddleOCR: PaddleX's home (caches, models prepared from rapidocr's)."
+        ),
         allow_repaired: bool = typer.Option(False, help="Accept damaged PDFs that had to be repaired."),
     ) -> None:
         """Step 1: find figure regions, text blocks and candidate captions in atlas PDFs."""
@@ -36,6 +43,7 @@ def register(app: typer.Typer) -> None:
                 engine=ocr_engine,
                 paddle_det_model_dir=paddle_det_model_dir,
                 paddle_rec_model_dir=paddle_rec_model_dir,
+                paddle_home=paddle_home,
             ),
         )
         outcomes = extract_pdfs(expand_pdf_inputs(pdfs), out, options)

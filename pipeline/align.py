@@ -22,6 +22,7 @@ from pipeline.caption_parse import ParsedCaption, parse_caption
 from pipeline.clean import canonical_caption
 from foundation.files import write_atomic
 from pipeline.layout import column_of, union_bbox
+from pipeline.ocr import lazy_line_reader
 from pipeline.panels import read_panel_label, split_panels
 from foundation.records import BBox, CaptionCandidate, CaptionChoice, DocumentExtraction, FigureRegion, PageRecord, Pair
 
@@ -254,12 +255,13 @@ def align_document(
 ) -> tuple[list[Pair], AlignmentReport]:
     """Pairs for every panel of every captioned figure in one extracted PDF.
 
-    `read_line` (an OCR engine's single-line recogniser) reads printed panel letters; by
-    default the bundled OCR engine is loaded the first time a grid of panels needs it.
+    `read_line` (an OCR engine's single-line recogniser, e.g. `pipeline.ocr.lazy_line_reader`
+    of the configured engine) reads printed panel letters; by default the default OCR engine is
+    loaded the first time a grid of panels needs it.
     """
     options = options or AlignOptions()
     if read_line is None and options.read_panel_labels:
-        read_line = _default_label_reader()
+        read_line = lazy_line_reader()
     figures, unmatched, orphans = match_figures(extraction.pages, options)
     figures.sort(key=lambda f: (f.cluster.page, f.cluster.bbox[1], f.cluster.bbox[0]))
     report = AlignmentReport(
@@ -368,20 +370,6 @@ def _figure_pairs(
             )
         )
     return pairs
-
-
-def _default_label_reader() -> LabelReader:
-    """The bundled OCR engine's line recogniser, loaded only when first called."""
-    engine = []
-
-    def read(image: np.ndarray):
-        if not engine:
-            from pipeline.ocr import create_ocr_engine
-
-            engine.append(create_ocr_engine())
-        return engine[0].recognise_line(image)
-
-    return read
 
 
 def _is_grid(boxes: list[BBox]) -> bool:
