@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from foundation.files import write_atomic
+from foundation.files import sha256_file, write_atomic
 from pipeline.ocr import OcrLine, OcrOptions, axis_aligned
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,7 @@ def _source_file(source: Path, task: str) -> tuple[Path, dict | None]:
                 f"{source}: no {MODEL_FILE} in this {task} model folder (PaddleOCR needs the ONNX export)"
             )
         config_file = source / CONFIG_FILE
-        config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else None
-        return onnx_file, config
+        return onnx_file, _load_config(config_file) if config_file.is_file() else None
     if not source.is_file():
         raise PaddleModelError(f"{source}: {task} model not found")
     if source.suffix != ".onnx":
@@ -208,6 +207,16 @@ def prepare_paddle_models(
     return models
 
 
+def _load_config(path: Path) -> dict:
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise PaddleModelError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise PaddleModelError(f"{path}: expected a mapping (Global, PreProcess, PostProcess)")
+    return config
+
+
 def _config_name(config: dict | None) -> str | None:
     return (config or {}).get("Global", {}).get("model_name")
 
@@ -223,11 +232,7 @@ def read_model_dir(model_dir: Path, task: str) -> str:
     for name in (MODEL_FILE, CONFIG_FILE):
         if not (model_dir / name).is_file():
             raise PaddleModelError(f"{model_dir}: no {name} (PaddleOCR's onnxruntime engine needs {MODEL_FILE} and {CONFIG_FILE})")
-    try:
-        config = yaml.safe_load((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise PaddleModelError(f"{model_dir / CONFIG_FILE}: not valid YAML ({exc})".splitlines()[0]) from None
-    name = _config_name(config if isinstance(config, dict) else None)
+    name = _config_name(_load_config(model_dir / CONFIG_FILE))
     if not name:
         raise PaddleModelError(f"{model_dir / CONFIG_FILE}: no Global.model_name")
     return name
@@ -241,9 +246,11 @@ def resolve_models(options: OcrOptions) -> PaddleModels:
         raise PaddleModelError("paddleocr: give both paddle_det_model_dir and paddle_rec_model_dir, or neither")
     if det_dir is None:
         prepared = Path(options.paddle_home) / "models"
-        det_default, rec_default = rapidocr_model_files()
-        det_name, rec_name = paddlex_model_name(det_default, "det"), paddlex_model_name(rec_default, "rec")
-        if not ((prepared / det_name / MODEL_FILE).is_file() and (prepared / rec_name / MODEL_FILE).is_file()):
+        sources = rapidocr_model_files()
+        det_name, rec_name = paddlex_model_name(sources[0], "det"), paddlex_model_name(sources[1], "rec")
+        targets = (prepared / det_name / MODEL_FILE, prepared / rec_name / MODEL_FILE)
+        # (Re)write them when missing or when an upgraded rapidocr ships other models.
+        if not all(t.is_file() and sha256_file(t) == sha256_file(s) for s, t in zip(sources, targets)):
             log.info("preparing PaddleOCR models from rapidocr's in %s", prepared)
             prepare_paddle_models(prepared)
         det_dir, rec_dir = prepared / det_name, prepared / rec_name

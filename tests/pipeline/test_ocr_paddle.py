@@ -106,6 +106,13 @@ def test_missing_model_directories_are_named(tmp_path):
 
     with pytest.raises(PaddleModelError, match=r"det: no inference\.onnx"):
         resolve_models(options)
+    (tmp_path / "det" / "inference.onnx").write_bytes(b"")
+    (tmp_path / "det" / "inference.yml").write_text("Global: [model_name", encoding="utf-8")
+    with pytest.raises(PaddleModelError, match=r"inference\.yml: not valid YAML"):
+        resolve_models(options)
+    (tmp_path / "det" / "inference.yml").write_text("Global: {}\n", encoding="utf-8")
+    with pytest.raises(PaddleModelError, match=r"no Global\.model_name"):
+        resolve_models(options)
 
 
 @pytest.mark.skipif(HAS_PADDLEOCR, reason="paddleocr is installed here")
