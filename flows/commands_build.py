@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from flows.commands_extract import expand_pdf_inputs
+from flows.commands_extract import OcrEngineName, check_ocr_engine, expand_pdf_inputs
 
 
 def build_options(
@@ -21,6 +21,7 @@ def build_options(
     image_store: Path | None,
     translation_packages: list[Path] | None,
     review_threshold: float | None = None,
+    ocr_engine: str | None = None,
 ):
     from curation.build import BuildOptions
 
@@ -31,6 +32,8 @@ def build_options(
         image_store=image_store,
         translation_packages=translation_packages or [],
     )
+    if ocr_engine is not None:
+        options.extract.ocr.engine = ocr_engine
     if review_threshold is not None:
         options.align.review_threshold = review_threshold
     return options
@@ -78,6 +81,9 @@ def register(app: typer.Typer) -> None:
         ),
         workers: int = typer.Option(None, envvar="MMRETINAL_TASK_WORKERS", help="Parallel PDFs (default: per runner)."),
         no_publish: bool = typer.Option(False, "--no-publish", help="Record the build (review queue) without publishing."),
+        ocr_engine: OcrEngineName = typer.Option(
+            "rapidocr", help="OCR engine for scanned pages and panel letters (paddleocr needs the paddle extra)."
+        ),
     ) -> None:
         """Run steps 1-4 on atlas PDFs as the Prefect flow `build-dataset` and publish a new version.
 
@@ -87,7 +93,11 @@ def register(app: typer.Typer) -> None:
         from flows.prefect_env import quiet_client_loggers
 
         quiet_client_loggers()
-        options = build_options(dataset, work_dir, registry, image_store, translation_package, review_threshold)
+        options = build_options(
+            dataset, work_dir, registry, image_store, translation_package, review_threshold, ocr_engine.value
+        )
+        if ocr_engine is OcrEngineName.paddleocr:
+            check_ocr_engine(options.extract.ocr)
         flow = build_dataset.with_options(task_runner=make_task_runner(task_runner, workers))
         result = flow(pdfs=expand_pdf_inputs(pdfs), options=options, publish=not no_publish)
         record = result.record

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
+
+
+class OcrEngineName(str, Enum):
+    """The OCR engines `--ocr-engine` accepts."""
+
+    rapidocr = "rapidocr"
+    paddleocr = "paddleocr"
+
+
+def check_ocr_engine(options) -> None:
+    """Load a chosen optional engine before any PDF, so a missing extra or model folder is one
+    error line instead of one failure per PDF."""
+    from pipeline.ocr import create_ocr_engine
+
+    create_ocr_engine(options)
 
 
 def expand_pdf_inputs(inputs: list[Path]) -> list[Path]:
@@ -20,7 +36,7 @@ def register(app: typer.Typer) -> None:
     def extract(
         pdfs: list[Path] = typer.Argument(..., help="Atlas PDFs, or directories holding them."),
         out: Path = typer.Option(Path("extraction"), "--out", "-o", help="Output directory (one folder per PDF)."),
-        ocr_engine: str = typer.Option("rapidocr", help="OCR engine for scanned pages: rapidocr or paddleocr."),
+        ocr_engine: OcrEngineName = typer.Option("rapidocr", help="OCR engine for scanned pages (paddleocr needs the paddle extra)."),
         paddle_det_model_dir: Path = typer.Option(
             None, help="PaddleOCR: text-detection model directory (default: prepared from rapidocr's models)."
         ),
@@ -40,12 +56,14 @@ def register(app: typer.Typer) -> None:
         options = ExtractOptions(
             allow_repaired=allow_repaired,
             ocr=OcrOptions(
-                engine=ocr_engine,
+                engine=ocr_engine.value,
                 paddle_det_model_dir=paddle_det_model_dir,
                 paddle_rec_model_dir=paddle_rec_model_dir,
                 paddle_home=paddle_home,
             ),
         )
+        if ocr_engine is OcrEngineName.paddleocr:
+            check_ocr_engine(options.ocr)
         outcomes = extract_pdfs(expand_pdf_inputs(pdfs), out, options)
         typer.echo(f"{'PDF':40} {'status':8} {'pages':>5} {'scanned':>7} {'regions':>7} {'captions':>8}")
         for outcome in outcomes:
