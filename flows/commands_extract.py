@@ -36,7 +36,9 @@ def register(app: typer.Typer) -> None:
     def extract(
         pdfs: list[Path] = typer.Argument(..., help="Atlas PDFs, or directories holding them."),
         out: Path = typer.Option(Path("extraction"), "--out", "-o", help="Output directory (one folder per PDF)."),
-        ocr_engine: OcrEngineName = typer.Option("rapidocr", help="OCR engine for scanned pages (paddleocr needs the paddle extra)."),
+        ocr_engine: OcrEngineName = typer.Option(
+            "rapidocr", help="OCR engine for scanned pages (paddleocr needs the paddle extra)."
+        ),
         paddle_det_model_dir: Path = typer.Option(
             None, help="PaddleOCR: text-detection model directory (default: prepared from rapidocr's models)."
         ),

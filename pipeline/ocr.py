@@ -125,7 +125,12 @@ def _cached_engine(options_json: str) -> OcrEngine:
 
 def create_ocr_engine(options: OcrOptions | None = None) -> OcrEngine:
     """Return a (process-wide cached) OCR engine; loading models takes a moment, so reuse it."""
-    return _cached_engine((options or OcrOptions()).model_dump_json())
+    options = options or OcrOptions()
+    # RapidOCR ignores the paddle_* settings: builds in different work directories share one engine.
+    ignored = set()
+    if options.engine == "rapidocr":
+        ignored = {name for name in OcrOptions.model_fields if name.startswith("paddle_")}
+    return _cached_engine(options.model_dump_json(exclude=ignored))
 
 
 def lazy_line_reader(options: OcrOptions | None = None) -> Callable[[np.ndarray], tuple[str, float] | None]:

@@ -231,7 +231,9 @@ def read_model_dir(model_dir: Path, task: str) -> str:
         )
     for name in (MODEL_FILE, CONFIG_FILE):
         if not (model_dir / name).is_file():
-            raise PaddleModelError(f"{model_dir}: no {name} (PaddleOCR's onnxruntime engine needs {MODEL_FILE} and {CONFIG_FILE})")
+            raise PaddleModelError(
+                f"{model_dir}: no {name} (PaddleOCR's onnxruntime engine needs {MODEL_FILE} and {CONFIG_FILE})"
+            )
     name = _config_name(_load_config(model_dir / CONFIG_FILE))
     if not name:
         raise PaddleModelError(f"{model_dir / CONFIG_FILE}: no Global.model_name")
@@ -331,10 +333,8 @@ class PaddleOcrEngine:
         for page in pages:
             for poly, text, score in zip(page["rec_polys"], page["rec_texts"], page["rec_scores"]):
                 if score >= self.options.min_confidence and text.strip():
-                    x0, y0, x1, y1 = axis_aligned(poly)
-                    lines.append(
-                        OcrLine(text=text, box=(x0 * factor, y0 * factor, x1 * factor, y1 * factor), confidence=float(score))
-                    )
+                    box = tuple(value * factor for value in axis_aligned(poly))
+                    lines.append(OcrLine(text=text, box=box, confidence=float(score)))
         return lines
 
     def recognise_line(self, image: np.ndarray) -> tuple[str, float] | None:
