@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from curation.review_store import ReviewStore, content_key
 from foundation.documents import read_document_run, write_document_run
@@ -34,7 +34,7 @@ from pipeline.align import AlignOptions, align_document
 from pipeline.extract import ExtractionError, ExtractOptions, book_id, extract_document, new_run, open_source, render_region
 from pipeline.images import ImageBank
 from pipeline.modality import ModalityOptions, classify_document
-from pipeline.ocr import line_reader
+from pipeline.ocr import lazy_line_reader
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +79,17 @@ class BuildOptions(BaseModel):
         None, description="Folder for argostranslate's data and cache (default: argostranslate's own, in the user's home)."
     )
 
+    @model_validator(mode="after")
+    def _paddle_home_in_work_dir(self) -> "BuildOptions":
+        """PaddleX's home follows the work directory unless set explicitly."""
+        if "paddle_home" not in self.extract.ocr.model_fields_set:
+            self.extract.ocr.paddle_home = self.work_dir / "paddlex"
+        return self
+
     def step_config(self) -> dict:
         """The options that change what steps 1–3 produce (paths excluded)."""
         return {
-            "extract": self.extract.model_dump(mode="json"),
+            "extract": self.extract.model_dump(mode="json", exclude={"ocr": {"paddle_home"}}),
             "align": self.align.model_dump(mode="json"),
             "modality": self.modality.model_dump(mode="json", exclude={"model_path", "cues_path"}),
         }
@@ -158,7 +165,7 @@ def _run_steps(doc, run: DocumentRun, bank: ImageBank, options: BuildOptions) ->
     log.info("%s: step 1 extract: %d pages (%d scanned)", name, run.page_count, run.scanned_pages)
     if run.failed:
         return
-    read_line = line_reader(options.extract.ocr) if options.align.read_panel_labels else None
+    read_line = lazy_line_reader(options.extract.ocr) if options.align.read_panel_labels else None
     align_document(
         run, bank, options.align, read_line=read_line, render=lambda page, bbox: render_region(doc, page, bbox, bank)
     )

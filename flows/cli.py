@@ -27,6 +27,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "flows.commands_sample",
     "flows.commands_extract",
+    "flows.commands_ocr",
     "flows.commands_build",
     "flows.commands_flows",
     "flows.commands_manifest",

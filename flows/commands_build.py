@@ -142,6 +142,8 @@ def register(app: typer.Typer) -> None:
         quiet_client_loggers()
         if not debug_enabled():
             console_without_tracebacks()
+        if options.extract.ocr.engine == "paddleocr":
+            check_ocr_engine(options.extract.ocr)
         files, refused = checked_pdf_inputs(pdfs)
         if not files:
             raise ValueError(f"nothing to build: none of the {len(pdfs)} input(s) is a readable PDF")

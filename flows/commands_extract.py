@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
 
 from foundation.inputs import InputProblem, check_inputs
+
+class OcrEngineName(str, Enum):
+    """The OCR engines `--ocr-engine` accepts."""
+
+    rapidocr = "rapidocr"
+    paddleocr = "paddleocr"
+
+
+def check_ocr_engine(options) -> None:
+    """Load a chosen optional engine before any PDF, so a missing extra or model folder is one
+    error line instead of one failure per PDF."""
+    from pipeline.ocr import create_ocr_engine
+
+    create_ocr_engine(options)
+
 
 
 def checked_pdf_inputs(inputs: list[Path]) -> tuple[list[Path], list[InputProblem]]:
@@ -25,9 +41,18 @@ def register(app: typer.Typer) -> None:
     def extract(
         pdfs: list[Path] = typer.Argument(..., help="Atlas PDFs, or directories holding them."),
         out: Path = typer.Option(Path("extraction"), "--out", "-o", help="Output directory (one folder per PDF)."),
-        ocr_engine: str = typer.Option("rapidocr", help="OCR engine for scanned pages: rapidocr or paddleocr."),
-        paddle_det_model_dir: Path = typer.Option(None, help="PaddleOCR: local text-detection model directory."),
-        paddle_rec_model_dir: Path = typer.Option(None, help="PaddleOCR: local text-recognition model directory."),
+        ocr_engine: OcrEngineName = typer.Option(
+            "rapidocr", help="OCR engine for scanned pages (paddleocr needs the paddle extra)."
+        ),
+        paddle_det_model_dir: Path = typer.Option(
+            None, help="PaddleOCR: text-detection model directory (default: prepared from rapidocr's models)."
+        ),
+        paddle_rec_model_dir: Path = typer.Option(
+            None, help="PaddleOCR: text-recognition model directory (default: prepared from rapidocr's models)."
+        ),
+        paddle_home: Path = typer.Option(
+            Path(".mmretinal") / "paddlex", help="PaddleOCR: PaddleX's home (caches, models prepared from rapidocr's)."
+        ),
         allow_repaired: bool = typer.Option(False, help="Accept damaged PDFs that had to be repaired."),
     ) -> None:
         """Step 1: find figure regions, text blocks and candidate captions in atlas PDFs."""
@@ -38,11 +63,14 @@ def register(app: typer.Typer) -> None:
         options = ExtractOptions(
             allow_repaired=allow_repaired,
             ocr=OcrOptions(
-                engine=ocr_engine,
+                engine=ocr_engine.value,
                 paddle_det_model_dir=paddle_det_model_dir,
                 paddle_rec_model_dir=paddle_rec_model_dir,
+                paddle_home=paddle_home,
             ),
         )
+        if ocr_engine is OcrEngineName.paddleocr:
+            check_ocr_engine(options.ocr)
         files, problems = checked_pdf_inputs(pdfs)
         runs = extract_pdfs(files, out, options) if files else []
         typer.echo(f"{'PDF':40} {'status':8} {'pages':>5} {'scanned':>7} {'regions':>7} {'captions':>8} {'rejects':>7}")

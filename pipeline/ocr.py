@@ -1,8 +1,8 @@
 """OCR engines behind one interface.
 
 RapidOCR is the default: its wheel ships the PP-OCR (Chinese + English) ONNX models, so it runs
-offline. PaddleOCR 3 can run the same PP-OCR models (`engine="onnxruntime"`) from local model
-directories for users who have them; it is imported only when selected.
+offline. PaddleOCR 3 (the `paddle` extra, pipeline/ocr_paddle.py) runs the same PP-OCR models, or
+a user's own, on ONNX Runtime from local model directories; it is imported only when selected.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import threading
 from importlib import metadata
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Callable, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -30,9 +30,21 @@ class OcrOptions(BaseModel):
     max_side_len: int = Field(2400, description="Longest image side the engine processes before downscaling.")
     det_limit_side_len: int = Field(960, description="Detector input size (shorter side) for text detection.")
     threads: int = Field(0, description="Inference threads for the ONNX runtime; 0 lets the runtime decide.")
-    paddle_det_model_dir: Path | None = Field(None, description="PaddleOCR: local text-detection model directory.")
-    paddle_rec_model_dir: Path | None = Field(None, description="PaddleOCR: local text-recognition model directory.")
+    paddle_det_model_dir: Path | None = Field(
+        None,
+        description="PaddleOCR: text-detection model directory (inference.onnx + inference.yml); "
+        "default: prepared from rapidocr's models under paddle_home.",
+    )
+    paddle_rec_model_dir: Path | None = Field(
+        None,
+        description="PaddleOCR: text-recognition model directory (inference.onnx + inference.yml); "
+        "default: prepared from rapidocr's models under paddle_home.",
+    )
     paddle_device: str = Field("cpu", description="PaddleOCR: device string, e.g. 'cpu' or 'gpu:0'.")
+    paddle_home: Path = Field(
+        Path(".mmretinal") / "paddlex",
+        description="PaddleOCR: PaddleX's home (caches, prepared models), kept in the work directory instead of ~/.paddlex.",
+    )
 
 
 class OcrLine(BaseModel):
@@ -53,7 +65,7 @@ class OcrEngine(Protocol):
         """Read an image that holds one short line of text (no detection); None if unsupported."""
 
 
-def _axis_aligned(points) -> tuple[float, float, float, float]:
+def axis_aligned(points) -> tuple[float, float, float, float]:
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
     return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
 
@@ -85,7 +97,7 @@ class RapidOcrEngine:
         if result.boxes is None or result.txts is None:
             return []
         return [
-            OcrLine(text=text, box=_axis_aligned(box), confidence=float(score))
+            OcrLine(text=text, box=axis_aligned(box), confidence=float(score))
             for box, text, score in zip(result.boxes, result.txts, result.scores)
             if score >= self.options.min_confidence and text.strip()
         ]
@@ -98,60 +110,31 @@ class RapidOcrEngine:
         return result.txts[0], float(result.scores[0])
 
 
-class PaddleOcrEngine:
-    """PaddleOCR 3 pipeline pointed at local PP-OCR model directories."""
-
-    def __init__(self, options: OcrOptions):
-        if not (options.paddle_det_model_dir and options.paddle_rec_model_dir):
-            raise ValueError(
-                "paddleocr needs local models: set paddle_det_model_dir and paddle_rec_model_dir "
-                "(PaddleOCR cannot download them offline)"
-            )
-        try:
-            from paddleocr import PaddleOCR
-        except ImportError as exc:
-            raise ValueError("paddleocr is not installed: pip install 'paddleocr>=3'") from exc
-        self.options = options
-        self._engine = PaddleOCR(
-            text_detection_model_dir=str(options.paddle_det_model_dir),
-            text_recognition_model_dir=str(options.paddle_rec_model_dir),
-            use_doc_orientation_classify=False,
-            use_doc_unwarping=False,
-            use_textline_orientation=False,
-            device=options.paddle_device,
-            engine="onnxruntime",
-        )
-        self.name = f"paddleocr {metadata.version('paddleocr')}"
-
-    def recognise(self, image: np.ndarray) -> list[OcrLine]:
-        lines: list[OcrLine] = []
-        for page in self._engine.predict(image[:, :, ::-1].copy()):
-            for poly, text, score in zip(page["rec_polys"], page["rec_texts"], page["rec_scores"]):
-                if score >= self.options.min_confidence and text.strip():
-                    lines.append(OcrLine(text=text, box=_axis_aligned(poly), confidence=float(score)))
-        return lines
-
-    def recognise_line(self, image: np.ndarray) -> tuple[str, float] | None:
-        return None  # PaddleOCR's pipeline always detects first; labels then fall back to reading order
-
-
 @functools.lru_cache(maxsize=4)
 def _cached_engine(options_json: str) -> OcrEngine:
     options = OcrOptions.model_validate_json(options_json)
-    engine_class = {"rapidocr": RapidOcrEngine, "paddleocr": PaddleOcrEngine}[options.engine]
-    engine = engine_class(options)
+    if options.engine == "paddleocr":
+        from pipeline.ocr_paddle import PaddleOcrEngine
+
+        engine: OcrEngine = PaddleOcrEngine(options)
+    else:
+        engine = RapidOcrEngine(options)
     log.debug("OCR engine ready: %s", engine.name)
     return engine
 
 
 def create_ocr_engine(options: OcrOptions | None = None) -> OcrEngine:
     """Return a (process-wide cached) OCR engine; loading models takes a moment, so reuse it."""
-    return _cached_engine((options or OcrOptions()).model_dump_json())
+    options = options or OcrOptions()
+    # RapidOCR ignores the paddle_* settings: builds in different work directories share one engine.
+    ignored = set()
+    if options.engine == "rapidocr":
+        ignored = {name for name in OcrOptions.model_fields if name.startswith("paddle_")}
+    return _cached_engine(options.model_dump_json(exclude=ignored))
 
 
-def line_reader(options: OcrOptions | None = None):
-    """The configured engine's single-line recogniser (panel labels), loading the engine only
-    when a label is first read."""
+def lazy_line_reader(options: OcrOptions | None = None) -> Callable[[np.ndarray], tuple[str, float] | None]:
+    """The configured engine's single-line recogniser, created on first call (most books never need it)."""
 
     def read(image: np.ndarray) -> tuple[str, float] | None:
         return create_ocr_engine(options).recognise_line(image)

@@ -11,7 +11,7 @@ from pathlib import Path
 from pipeline.align import AlignOptions, align_document
 from pipeline.extract import extract_pdf
 from pipeline.images import ImageBank
-from pipeline.ocr import line_reader
+from pipeline.ocr import lazy_line_reader
 from testbed.synthetic_images import cfp_image, draw_panel_label, ffa_image, oct_image
 
 
@@ -42,7 +42,7 @@ def _column_major_grid_pdf(path) -> dict[str, tuple[float, float]]:
 
 def _align(tmp_path, options: AlignOptions | None = None):
     run = extract_pdf(tmp_path / "grid.pdf", tmp_path / "out")
-    return align_document(run, ImageBank(Path(run.directory)), options, read_line=line_reader())
+    return align_document(run, ImageBank(Path(run.directory)), options, read_line=lazy_line_reader())
 
 
 def test_grid_panels_follow_their_printed_letters(tmp_path):
