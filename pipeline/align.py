@@ -31,11 +31,12 @@ from foundation.records import (
     Pair,
     ParsedCaption,
     Reject,
+    TextBlock,
 )
 from pipeline.caption_parse import parse_caption
 from pipeline.clean import canonical_caption
 from pipeline.images import ImageBank
-from pipeline.layout import column_of, union_bbox
+from pipeline.layout import column_of, mostly_cjk, union_bbox
 from pipeline.panels import read_panel_label, split_panels
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class AlignOptions(BaseModel):
     read_panel_labels: bool = Field(
         True, description="Read the letters printed on grid-layout panels (OCR) to order them; else reading order."
     )
+    unnumbered_captions: bool = Field(
+        True, description="Pair a figure with no numbered caption with the short text right below it or the line introducing it above (queued for review)."
+    )
+    unnumbered_reach: float = Field(24.0, description="How far (points) from the figure such unnumbered caption text may be.")
     mosaic_min_panels: int = Field(
         6, ge=2, description="A figure of at least this many images whose caption labels none is a mosaic."
     )
@@ -78,6 +83,7 @@ class CaptionGroup:
     parsed: dict[str, ParsedCaption] = field(default_factory=dict)
     candidates: list[CaptionCandidate] = field(default_factory=list)
     top_of_page: bool = False
+    unnumbered: bool = False
 
     @property
     def letters(self) -> list[str]:
@@ -295,6 +301,10 @@ def align_document(
     started = time.perf_counter()
     source = run.source
     figures, unmatched, orphans = match_figures(run.pages, options)
+    if options.unnumbered_captions:
+        found = _unnumbered_figures(orphans, {p.page: p for p in run.pages}, options)
+        figures += found
+        orphans = [c for c in orphans if all(f.cluster is not c for f in found)]
     figures.sort(key=lambda f: (f.cluster.page, f.cluster.bbox[1], f.cluster.bbox[0]))
     page_by_no = {p.page: p for p in run.pages}
     groups_by_page: dict[int, list[CaptionGroup]] = {}
@@ -372,6 +382,44 @@ def _reject_unpaired(
             sha, image_file = render(reject.page, reject.bbox)
             reject.proposal = _proposal(run, pages[reject.page], reject.bbox, sha, image_file, "dropped_image",
                                         reject.reason, groups, options)
+
+
+def _unnumbered_figures(orphans: list[Cluster], pages: dict[int, PageRecord], options: AlignOptions) -> list[Figure]:
+    """Figures without a numbered caption whose caption is the short text right below them, or
+    the line just above them that introduces them ("Fundus selection example:"). Paired with a
+    low score, so a reviewer confirms each."""
+    found = []
+    for cluster in orphans:
+        page = pages[cluster.page]
+        k = cluster.bbox
+        best: tuple[float, TextBlock, str] | None = None
+        for block in page.blocks:
+            if block.role != "body" or block.caption_start is not None:
+                continue
+            b = block.bbox
+            if _overlap(b[0], b[2], k[0], k[2]) < 0.3 * min(b[2] - b[0], k[2] - k[0]):
+                continue
+            text = " ".join(block.text.split())
+            lines = block.text.count("\n") + 1
+            below, above = b[1] - k[3], k[1] - b[3]
+            if -2 <= below <= options.unnumbered_reach and lines <= 3 and len(text) <= 200:
+                candidate = (below, block, "unnumbered caption below the figure")
+            elif -2 <= above <= options.unnumbered_reach and lines <= 2 and text.rstrip().endswith((":", "：")):
+                candidate = (above, block, "unnumbered caption above the figure (the line introducing it)")
+            else:
+                continue
+            if best is None or candidate[0] < best[0]:
+                best = candidate
+        if best is None:
+            continue
+        _, block, placement = best
+        language = "zh" if mostly_cjk(block.text) else "en"
+        figure_id = f"u{cluster.page}-{len(found) + 1}"
+        text = " ".join(block.text.split()).rstrip(":：")
+        group = CaptionGroup(page=cluster.page, figure_id=figure_id, bbox=block.bbox, unnumbered=True)
+        group.parsed[language] = ParsedCaption(figure_id=figure_id, language=language, style="unnumbered", title=text)
+        found.append(Figure(cluster, group, 1.0, placement))
+    return found
 
 
 def _likely_figure_area(page: PageRecord, group: CaptionGroup) -> BBox:
@@ -487,6 +535,9 @@ def _figure_pairs(
         reasons.append("figure number out of sequence with the previous figure")
     if any(c.source == "ocr" for c in group.candidates):
         reasons.append("caption read by OCR")
+    if group.unnumbered:
+        factor *= 0.6
+        reasons.append("no figure number: the caption is the text next to the figure; a reviewer confirms it")
     score = round(max(0.0, min(1.0, figure.geometry * factor)), 4)
     if mosaic and options.mosaic == "whole" and render is not None:
         sha, image_file = render(figure.cluster.page, figure.cluster.bbox)

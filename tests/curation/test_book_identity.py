@@ -12,7 +12,7 @@ from curation.build import BuildOptions, run_build
 
 
 def _books(record) -> dict[str, str]:  # noqa: ANN001
-    return {Path(book.pdf).name: book.book for book in record.books}
+    return {Path(book.pdf).name: book.book for book in record.documents}
 
 
 @pytest.mark.slow
@@ -29,7 +29,7 @@ def test_same_bytes_under_two_names_publish_and_rerun(tmp_path: Path, sample_atl
 
     record, published = run_build([first, copy], options)
     assert published is not None
-    copy_result = next(book for book in record.books if Path(book.pdf).name == copy.name)
+    copy_result = next(book for book in record.documents if Path(book.pdf).name == copy.name)
     duplicate_reported = copy_result.error is not None and "duplicate of" in copy_result.error
     if not duplicate_reported:
         assert copy_result.book == "atlas-en-second-copy"
@@ -41,4 +41,4 @@ def test_same_bytes_under_two_names_publish_and_rerun(tmp_path: Path, sample_atl
     renamed = inputs / "atlas-en-renamed.pdf"
     first.rename(renamed)
     record, _ = run_build([renamed], options)
-    assert {pair.book for book in record.books for pair in book.pairs} == {"atlas-en-renamed"}
+    assert {pair.book for book in record.documents for pair in book.pairs} == {"atlas-en-renamed"}

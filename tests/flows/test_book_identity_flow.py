@@ -29,7 +29,7 @@ def test_flow_builds_the_same_bytes_under_two_names_as_two_books_and_reruns(tmp_
     with prefect_test_harness(server_startup_timeout=180):
         result = build_dataset(pdfs=[first, copy], options=options, publish=True)
         assert result.published is not None
-        books = {Path(b.pdf).name: b for b in result.record.books}
+        books = {Path(b.pdf).name: b for b in result.record.documents}
         copy_result = books[copy.name]
         if not (copy_result.error and "duplicate of" in copy_result.error):
             assert {p.book for p in copy_result.pairs} == {"atlas-en-second-copy"}
@@ -38,4 +38,4 @@ def test_flow_builds_the_same_bytes_under_two_names_as_two_books_and_reruns(tmp_
         renamed = inputs / "atlas-en-renamed.pdf"
         first.rename(renamed)
         moved = build_dataset(pdfs=[renamed], options=options, publish=True)
-        assert {p.book for b in moved.record.books for p in b.pairs} == {"atlas-en-renamed"}
+        assert {p.book for b in moved.record.documents for p in b.pairs} == {"atlas-en-renamed"}

@@ -113,4 +113,4 @@ def test_extract_command_reports_refused_inputs_and_builds_the_rest(tmp_path: Pa
     assert "a named pipe (FIFO), not a regular file" in result.output
     assert "empty directory: no *.pdf files in it" in result.output
     assert f"{good.name:40} success" in result.output
-    assert (tmp_path / "out" / good.stem / "extraction.json").is_file()
+    assert (tmp_path / "out" / good.stem / "document.json").is_file()
