@@ -687,12 +687,10 @@ class _VariedBookWriter:
         for column in range(columns):
             edges = sorted(page.bands[column])
             y = CONTENT_TOP
-            for index, (band_top, band_bottom) in enumerate(edges + [(CONTENT_BOTTOM, CONTENT_BOTTOM)]):
+            for band_top, band_bottom in edges + [(CONTENT_BOTTOM, CONTENT_BOTTOM)]:
                 if band_top - y > 30:
-                    self._fill(page, number, column, y + (4 if y > CONTENT_TOP else 0), band_top - 8,
-                               body_label if (column == 0 and index == 0 and body_label) else None)
-                    if column == 0 and index == 0:
-                        body_label = None
+                    self._fill(page, number, column, y + (4 if y > CONTENT_TOP else 0), band_top - 8, body_label)
+                    body_label = None
                 y = max(y, band_bottom + 10)
         page.finish()
 
