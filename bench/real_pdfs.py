@@ -249,12 +249,15 @@ def _cell(value) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = Path(__file__).resolve().parents[1] / ".." / "shared" / "realpdfs"
-    parser.add_argument("folder", type=Path, nargs="?", default=default, help="Folder with the PDFs and truth.jsonl.")
+    parser.add_argument("folder", type=Path, nargs="?", default=None, help=f"Folder with the PDFs and truth.jsonl (default {default}).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the per-document rows here.")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    folder = arguments.folder.resolve()
+    folder = (arguments.folder or default).resolve()
     truth_path = folder / "truth.jsonl"
+    if arguments.folder is None and not truth_path.is_file():
+        print(f"skipped: no real documents at {folder} (give a folder holding PDFs and truth.jsonl)")
+        return
     if not truth_path.is_file():
         raise SystemExit(f"{truth_path}: no truth file (give the folder holding the PDFs and truth.jsonl)")
     truth = _read_truth(truth_path)
