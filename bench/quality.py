@@ -99,7 +99,7 @@ def main() -> None:
     print(f"review                queued {_fmt(overall['share_queued'])}   auto-accepted precision {_fmt(overall['auto_accepted_precision'])} "
           f"({overall['auto_accepted']} auto-accepted)")
     print(f"non-retinal           {overall['non_retinal_paired']} pairs from non-retinal figures; "
-          f"{overall['non_retinal_rejected']}/{overall['non_retinal_figures']} non-retinal panels' figures kept as typed rejects")
+          f"{overall['non_retinal_rejected']}/{overall['non_retinal_figures']} non-retinal figures kept as typed rejects")
     print(f"trap lines published as captions (list of figures, body text): {len(report['trap_captions'])}")
     print()
     print(feature_table(report))

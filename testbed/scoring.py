@@ -368,7 +368,13 @@ def score_layouts(
     return {"by_feature": dict(table), "overall": table["all"]["all"], "trap_captions": trap_hits}
 
 
-def feature_table(report: dict, columns: Sequence[str] = ("truth", "predicted", "precision", "recall", "f1", "caption_ge_threshold", "modality_accuracy", "share_queued")) -> str:
+def feature_table(
+    report: dict,
+    columns: Sequence[str] = (
+        "truth", "predicted", "precision", "recall", "f1", "caption_ge_threshold", "modality_accuracy",
+        "share_queued", "auto_accepted_precision", "non_retinal_paired",
+    ),
+) -> str:
     """The by-feature breakdown of `score_layouts` as aligned text, one row per feature value."""
     def cell(value) -> str:
         return "-" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))

@@ -204,9 +204,9 @@ class VariedPanelTruth(PanelTruth):
 class TrapLine(BaseModel):
     """Text that starts like a caption but is not one: must never be published as a caption."""
 
-    pdf: str
-    page: int
-    kind: Literal["list_of_figures", "body_label"]
+    pdf: str = Field(description="PDF file name.")
+    page: int = Field(description="1-based page of the trap.")
+    kind: Literal["list_of_figures", "body_label"] = Field(description="A list-of-figures entry or a body paragraph opening with a figure label.")
     text: str = Field(description="The first printed line of the trap.")
     marker: str = Field(description="Text found only in the trap (a dot leader, the body sentence): a caption holding it came from the trap.")
 
@@ -214,12 +214,12 @@ class TrapLine(BaseModel):
 class VariedAtlas(BaseModel):
     """What generate_varied_atlas wrote."""
 
-    out_dir: Path
-    pdfs: list[Path]
-    truth_path: Path
-    traps_path: Path
-    truth: list[VariedPanelTruth]
-    traps: list[TrapLine]
+    out_dir: Path = Field(description="Directory holding the PDFs, truth.jsonl and traps.jsonl.")
+    pdfs: list[Path] = Field(description="Paths of the written PDFs.")
+    truth_path: Path = Field(description="Path of truth.jsonl (one VariedPanelTruth per panel).")
+    traps_path: Path = Field(description="Path of traps.jsonl (text that must never become a caption).")
+    truth: list[VariedPanelTruth] = Field(description="The truth rows as written.")
+    traps: list[TrapLine] = Field(description="The trap lines as written.")
 
 
 def read_varied_truth(path: Path) -> list[VariedPanelTruth]:
@@ -240,20 +240,20 @@ def read_varied_truth(path: Path) -> list[VariedPanelTruth]:
 class FigureLayout(BaseModel):
     """The layout drawn for one figure."""
 
-    figure_id: str
-    kinds: list[str]
-    retinal: bool
-    grid: Grid
-    embedding: Embedding
-    gutter_px: int | None
-    label_style: LabelStyle
-    caption_position: CaptionPosition
-    caption_width: Literal["figure", "text_block", "side"]
-    placement: Literal["top", "bottom"]
-    width_fraction: float
-    title: str
-    panel_texts: list[str]
-    shared: str | None
+    figure_id: str = Field(description="Figure number as the caption normalises it ('3.12', '3-12', '4').")
+    kinds: list[str] = Field(description="Image kind of each panel (synthetic_images.GENERATORS keys, or 'vector').")
+    retinal: bool = Field(description="Retinal figure (False: chart, diagram, photo or vector drawing).")
+    grid: Grid = Field(description="Panel grid.")
+    embedding: Embedding = Field(description="separate images, one stitched image, or vector shapes.")
+    gutter_px: int | None = Field(description="Gutter of a stitched image in pixels (0: abutting).")
+    label_style: LabelStyle = Field(description="Where panel letters are printed.")
+    caption_position: CaptionPosition = Field(description="Where the caption is printed.")
+    caption_width: Literal["figure", "text_block", "side"] = Field(description="Width the caption is wrapped to.")
+    placement: Literal["top", "bottom"] = Field(description="Figure at the top or the bottom of its column.")
+    width_fraction: float = Field(description="Figure width as a share of the column width.")
+    title: str = Field(description="Figure title (canonical, no final stop).")
+    panel_texts: list[str] = Field(description="Each panel's own text; empty when the caption has no panel segments.")
+    shared: str | None = Field(description="Closing sentence shared by all panels.")
 
 
 def _pick(rng: np.random.Generator, values: list):
@@ -285,7 +285,7 @@ def _label_after(style: str) -> str:
 
 
 def draw_layout(
-    rng: np.random.Generator, figure_id: str, language: Language, columns: int, scanned: bool,
+    rng: np.random.Generator, figure_id: str, language: Language, columns: int,
     options: VariedAtlasOptions, fixed: dict,
 ) -> FigureLayout:
     """Draw one figure's layout; `fixed` holds features that must take a given value."""
@@ -788,7 +788,7 @@ def write_varied_book(path: Path, seed: int, book_index: int, options: VariedAtl
         for _ in range(on_page):
             counter += 1
             figure_id, label = figure_number(numbering, chapter, counter)
-            layout = draw_layout(rng, figure_id, language, columns, scan_kind != "born_digital", options, fixed)
+            layout = draw_layout(rng, figure_id, language, columns, options, fixed)
             if on_page == 2 and layout.grid in ("2x3", "3+2", "2x2", "1+2") and "grid" not in fixed:
                 layout.grid = "1x2"
                 layout.kinds = layout.kinds[:2]
