@@ -250,3 +250,190 @@ def score_manifest(truth: Sequence[PanelTruth], registry_root: Path, ref: str) -
     report = score_pairs(truth, pairs, excluded_other=excluded)
     report["version"] = f"{meta.dataset}/{meta.version}"
     return report
+
+
+# ---------------------------------------------------------------------------- by layout feature
+
+_FIGURE_ID_SEPARATORS = str.maketrans({".": "-", "‐": "-", "–": "-", "—": "-", "－": "-", "．": "-"})
+
+
+def same_figure_id(expected: str, found: str | None) -> bool:
+    """Figure numbers agree whatever separator the printed style or the parser uses ('3.12' = '3-12')."""
+    if found is None:
+        return False
+    return expected.strip().translate(_FIGURE_ID_SEPARATORS).lower() == found.strip().translate(_FIGURE_ID_SEPARATORS).lower()
+
+
+def same_panel(truth: PanelTruth, pair: Pair) -> bool:
+    """A panel's identity: its printed letter, or its reading-order position when it has none."""
+    if truth.panel is not None:
+        return (pair.panel or "").upper() == truth.panel.upper()
+    if truth.panel_count == 1:
+        return True
+    index = getattr(truth, "panel_index", None)
+    return pair.panel is None and index is not None and pair.panel_index == index
+
+
+def caption_similarity(truth: PanelTruth, pair: Pair) -> float:
+    """Normalised text similarity of the pair's caption to the canonical caption, in the printed script."""
+    if truth.caption_zh:
+        expected, got, language = truth.caption_zh, pair.caption_zh or "", "zh"
+    else:
+        expected, got, language = truth.caption_en or "", pair.caption_en or "", "en"
+    return _similarity(normalise_for_match(expected, language), normalise_for_match(got, language))
+
+
+def _inside_share(inner: BBox, outer: BBox) -> float:
+    ix = max(0.0, min(inner[2], outer[2]) - max(inner[0], outer[0]))
+    iy = max(0.0, min(inner[3], outer[3]) - max(inner[1], outer[1]))
+    area = (inner[2] - inner[0]) * (inner[3] - inner[1])
+    return ix * iy / area if area > 0 else 0.0
+
+
+def _feature_keys(truth: PanelTruth | None, features: Sequence[str]) -> list[tuple[str, str]]:
+    keys = [("all", "all")]
+    if truth is None:
+        return keys + [("attributed", "no")]
+    return keys + [(feature, str(getattr(truth, feature, None))) for feature in features]
+
+
+def score_layouts(
+    truth: Sequence[PanelTruth],
+    runs: Sequence[DocumentRun] = (),
+    *,
+    pairs: Sequence[Pair] | None = None,
+    features: Sequence[str] | None = None,
+    traps: Sequence = (),
+    caption_threshold: float = 0.9,
+) -> dict:
+    """Pair precision/recall/F1, caption similarity, modality, review queue and auto-accepted
+    precision, each overall and broken down by every layout feature of the truth.
+
+    The build's result is its `DocumentRun` records (pairs and rejects) or, with `pairs`, the
+    pairs of a published manifest. A pair counts as kept (a dataset pair) when its modality is
+    not 'other' and it is not rejected. Kept pairs that overlap no truth panel are attributed to
+    the truth figure that contains them (a merged region counts against that figure's layout),
+    else only to 'all'. Non-retinal truth figures must give no kept pair.
+    """
+    from testbed.varied_atlas import LAYOUT_FEATURES
+
+    features = list(features if features is not None else LAYOUT_FEATURES)
+    all_pairs = list(pairs) if pairs is not None else [p for run in runs for p in run.pairs]
+    rejects = [(Path(run.pdf).name, r) for run in runs for r in run.rejects]
+    kept = [p for p in all_pairs if p.modality != "other" and p.review_status != "rejected"]
+    truth = list(truth)
+    matched_all = match_pairs(truth, all_pairs)
+    truth_of = {pi: ti for ti, pi in matched_all.items()}
+    counts: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    pair_index = {id(p): i for i, p in enumerate(all_pairs)}
+
+    def attributed(pair: Pair) -> PanelTruth | None:
+        ti = truth_of.get(pair_index[id(pair)])
+        if ti is not None:
+            return truth[ti]
+        holders = [
+            t for t in truth
+            if t.pdf == pair.source_pdf and t.page == pair.page and _inside_share(pair.bbox, t.figure_bbox) >= 0.5
+        ]
+        return holders[0] if holders else None
+
+    def correct(t: PanelTruth, p: Pair) -> bool:
+        return t.pair and same_figure_id(t.figure_id, p.figure_id) and same_panel(t, p)
+
+    found_truth: dict[int, Pair] = {}
+    for pair in kept:
+        t = attributed(pair)
+        ti = truth_of.get(pair_index[id(pair)])
+        right = t is not None and ti is not None and correct(t, pair)
+        if right:
+            found_truth[ti] = pair
+        for key in _feature_keys(t, features):
+            c = counts[key]
+            c["predicted"] += 1
+            c["non_retinal_paired"] += t is not None and not t.pair
+            c["queued"] += pair.review_status == "queued"
+            if pair.review_status == "auto_accepted":
+                c["auto"] += 1
+                c["auto_right"] += right and pair.modality == t.modality
+    for ti, t in enumerate(truth):
+        keys = _feature_keys(t, features)
+        pi = matched_all.get(ti)
+        pair = all_pairs[pi] if pi is not None else None
+        for key in keys:
+            c = counts[key]
+            c["truth"] += t.pair
+            c["tp"] += ti in found_truth
+            if pair is not None:
+                c["modality_n"] += 1
+                c["modality_right"] += pair.modality == t.modality
+                if t.pair:
+                    similarity = caption_similarity(t, pair)
+                    c["caption_n"] += 1
+                    c["caption_good"] += similarity >= caption_threshold
+                    c["caption_sum_milli"] += int(round(similarity * 1000))
+                    c["excluded_unseen"] += pair.modality == "other" and pair.review_status != "queued"
+    # non-retinal figures kept out as typed rejects
+    figures = {(t.pdf, t.page, t.figure_id): t for t in truth if not t.retinal}
+    for (pdf, page, figure_id), t in figures.items():
+        hit = any(
+            r.kind == "non_retinal_figure" and name == pdf and r.page == page
+            and (same_figure_id(figure_id, r.figure_id) or (r.bbox is not None and _inside_share(r.bbox, t.figure_bbox) >= 0.5))
+            for name, r in rejects
+        )
+        for key in _feature_keys(t, features):
+            counts[key]["non_retinal_figures"] += 1
+            counts[key]["non_retinal_rejected"] += hit
+    trap_hits = []
+    for trap in traps:
+        for pair in all_pairs:
+            text = " ".join(filter(None, [pair.caption_en, pair.caption_zh]))
+            if pair.source_pdf == trap.pdf and trap.marker in text:
+                trap_hits.append(f"{pair.pair_id}: {trap.kind}")
+
+    table: dict[str, dict[str, dict]] = defaultdict(dict)
+    for (feature, value), c in sorted(counts.items()):
+        precision = _ratio(c["tp"], c["predicted"]) if c["predicted"] else None
+        recall = _ratio(c["tp"], c["truth"])
+        f1 = round(2 * precision * recall / (precision + recall), 4) if precision and recall else (0.0 if c["truth"] else None)
+        table[feature][value] = {
+            "truth": c["truth"], "predicted": c["predicted"], "tp": c["tp"],
+            "precision": precision, "recall": recall, "f1": f1,
+            "caption_ge_threshold": _ratio(c["caption_good"], c["caption_n"]),
+            "caption_mean": round(c["caption_sum_milli"] / 1000 / c["caption_n"], 4) if c["caption_n"] else None,
+            "modality_accuracy": _ratio(c["modality_right"], c["modality_n"]),
+            "retinal_excluded_unseen": c["excluded_unseen"],
+            "share_queued": _ratio(c["queued"], c["predicted"]),
+            "auto_accepted": c["auto"],
+            "auto_accepted_precision": _ratio(c["auto_right"], c["auto"]),
+            "non_retinal_paired": c["non_retinal_paired"],
+            "non_retinal_figures": c["non_retinal_figures"],
+            "non_retinal_rejected": c["non_retinal_rejected"],
+        }
+    return {"by_feature": dict(table), "overall": table["all"]["all"], "trap_captions": trap_hits}
+
+
+def feature_table(
+    report: dict,
+    columns: Sequence[str] = (
+        "truth", "predicted", "precision", "recall", "f1", "caption_ge_threshold", "modality_accuracy",
+        "share_queued", "auto_accepted_precision", "non_retinal_paired",
+    ),
+) -> str:
+    """The by-feature breakdown of `score_layouts` as aligned text, one row per feature value."""
+    def cell(value) -> str:
+        return "-" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+
+    header = f"{'feature':<20} {'value':<20} " + " ".join(f"{name[:10]:>10}" for name in columns)
+    lines = [header, "-" * len(header)]
+    for feature, values in report["by_feature"].items():
+        for value, row in values.items():
+            lines.append(f"{feature:<20} {value:<20} " + " ".join(f"{cell(row.get(name)):>10}" for name in columns))
+    return "\n".join(lines)
+
+
+def pairs_from_manifest(registry_root: Path, ref: str) -> list[Pair]:
+    """The pairs of a published version (rows carry every Pair field)."""
+    from data_manifests import load_manifest
+
+    meta, table = load_manifest(registry_root, ref)
+    return [Pair.model_validate({**row, "image_file": row["image_path"]}) for row in table.to_pylist()]
