@@ -96,9 +96,12 @@ def _candidates(run: DocumentRun) -> list[_Candidate]:
     found = []
     for (page, figure_id), pairs in groups.items():
         pairs.sort(key=lambda p: (label_key(p.panel) if p.panel else (), p.panel_index or 0))
-        texts = [" ".join(filter(None, [p.caption_en, p.caption_zh])) for p in pairs]
-        distinct = list(dict.fromkeys(t for t in texts if t))
-        found.append(_Candidate("pair", page, figure_id, distinct + ([" ".join(distinct)] if len(distinct) > 1 else []),
+        distinct: list[str] = []
+        for language in ("caption_zh", "caption_en"):  # each printed language on its own, panels joined
+            texts = list(dict.fromkeys(getattr(p, language) for p in pairs if getattr(p, language)))
+            distinct += texts + ([" ".join(texts)] if len(texts) > 1 else [])
+        distinct += list(dict.fromkeys(p.figure_caption for p in pairs if p.figure_caption))
+        found.append(_Candidate("pair", page, figure_id, distinct,
                                 [p.modality for p in pairs], len(pairs), [p.bbox for p in pairs]))
     rejects = defaultdict(list)
     for reject in run.rejects:
@@ -197,6 +200,11 @@ def score_document(pdf: Path, run: DocumentRun, figures: list[dict]) -> dict:
         if any(f.get("caption") and _similarity(f, probe) >= 0.5 for f in figures):
             continue
         start = _norm(text, "zh" if re.search(r"[\u4e00-\u9fff]", text) else "en")[:30]
+        if start and any(
+            start[:20] in _norm(f.get(key) or "", lang)
+            for f in figures for key, lang in (("caption", f["language"]), ("caption_en", "en"))
+        ):
+            continue  # a panel's caption (title + its own text) taken from the figure's true caption
         if start and any(start[:20] in line for lines in label_lines.values() for line in lines):
             trap_captions += 1
 

@@ -179,6 +179,9 @@ class Pair(BaseModel):
     stitched: bool = Field(False, description="Panel was split out of one stitched multi-panel image.")
     caption_en: str | None = Field(None, description="English text: figure title + this panel's text.")
     caption_zh: str | None = Field(None, description="Chinese text: figure title + this panel's text.")
+    figure_caption: str | None = Field(
+        None, description="The figure's whole printed caption (title and every panel's text), as the reviewer reads it."
+    )
     caption_en_origin: CaptionOrigin = Field("missing", description="'printed' in the atlas, 'machine' translated, or 'missing'.")
     caption_zh_origin: CaptionOrigin = Field("missing", description="'printed' in the atlas, 'machine' translated, or 'missing'.")
     translation_engine: str | None = Field(None, description="Engine and package version that produced machine text.")

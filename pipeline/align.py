@@ -543,6 +543,7 @@ def _figure_pairs(
         sha, image_file = render(figure.cluster.page, figure.cluster.bbox)
         panels = [(figure.cluster.bbox, sha, image_file)]
         reasons.append("mosaic kept as one image")
+    whole = group.caption(None, "zh") or group.caption(None, "en")
     pairs = []
     for index, (bbox, sha, image_file) in enumerate(panels):
         label = letters[index] if index < len(letters) else None
@@ -570,6 +571,7 @@ def _figure_pairs(
                 stitched=stitched,
                 caption_en=caption_en,
                 caption_zh=caption_zh,
+                figure_caption=whole,
                 caption_en_origin="printed" if caption_en else "missing",
                 caption_zh_origin="printed" if caption_zh else "missing",
                 alignment_score=score,

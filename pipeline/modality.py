@@ -569,7 +569,8 @@ def classify_document(run: DocumentRun, pixels, options: ModalityOptions | None 
             reason = f"not retinal (other, confidence {result.confidence:.2f}; retinal classes {retinal:.2f})"
             run.rejects.append(
                 Reject(kind="non_retinal_figure", step="modality", page=pair.page, bbox=pair.bbox, reason=reason,
-                       figure_id=pair.figure_id, pair_id=pair.pair_id, caption=pair.caption_en or pair.caption_zh)
+                       figure_id=pair.figure_id, pair_id=pair.pair_id,
+                       caption=pair.figure_caption or pair.caption_en or pair.caption_zh)
             )
             continue
         elif result.modality == "other":
