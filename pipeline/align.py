@@ -519,8 +519,10 @@ def _figure_pairs(
         factor *= 0.9
         reasons.append(f"mosaic of {len(panels)} images with no panel labels: the figure caption applies to each")
     elif not letters and len(panels) > 1:
-        factor *= 0.6
-        reasons.append(f"{len(panels)} panels but the caption names none; each keeps its reading-order position")
+        factor *= 0.9
+        reasons.append(
+            f"{len(panels)} panels and the caption names none: the caption applies to each, in reading order"
+        )
     else:
         reasons.append(
             f"{len(panels)} panel(s) match the caption's letters" if letters else "single panel, single caption"

@@ -55,7 +55,7 @@ class ExtractOptions(BaseModel):
     """Options of step 1 (also its CLI options and Prefect parameters)."""
 
     min_figure_side: float = Field(36.0, description="Images with a side shorter than this (points) are decorations.")
-    min_figure_area: float = Field(2500.0, description="Images smaller than this area (points²) are decorations.")
+    min_figure_area: float = Field(1296.0, description="Images smaller than this area (points²) are decorations.")
     tile_gap: float = Field(1.5, description="Images closer than this (points) with aligned edges are tiles of one figure.")
     scanned_min_chars: int = Field(
         8, description="A page with fewer native text characters than this is treated as scanned and OCR'd."
@@ -76,7 +76,8 @@ class ExtractOptions(BaseModel):
     vector_join_gap: float = Field(
         18.0, description="Parts of a drawn figure this close (points), in one column with no text between, are one figure."
     )
-    vector_min_items: int = Field(12, description="A cluster of drawings needs at least this many paths to be a figure.")
+    vector_min_items: int = Field(10, description="A cluster of drawings needs at least this many paths to be a figure.")
+    panel_gap: float = Field(14.0, description="Images this close (points) and of one size form a row or column of panels.")
     reject_min_area: float = Field(
         900.0, description="Images dropped as decoration but at least this large (points²) are kept as rejects for review."
     )
@@ -294,9 +295,12 @@ def _native_regions(
             continue  # page background, not a figure
         placements.append((tuple(rect), info))
     kept = []
+    boxes = [p[0] for p in placements]
     for box, info in placements:
-        if min(box[2] - box[0], box[3] - box[1]) >= options.min_figure_side or _tile_partner(
-            box, [p[0] for p in placements], options.tile_gap
+        if (
+            min(box[2] - box[0], box[3] - box[1]) >= options.min_figure_side
+            or _tile_partner(box, boxes, options.tile_gap)
+            or _panel_sibling(box, boxes, options)
         ):
             kept.append((box, info))
         else:
@@ -305,7 +309,8 @@ def _native_regions(
     for group in _merge_tiles([box for box, _ in kept], options.tile_gap):
         bbox = union_bbox([kept[i][0] for i in group])
         width, height = bbox[2] - bbox[0], bbox[3] - bbox[1]
-        if min(width, height) < options.min_figure_side or width * height < options.min_figure_area:
+        small = min(width, height) < options.min_figure_side or width * height < options.min_figure_area
+        if small and not (len(group) == 1 and _panel_sibling(bbox, boxes, options)):
             _reject_dropped(page_no, bbox, "smaller than the figure threshold", options, run)
             continue
         info = kept[group[0]][1]
@@ -441,7 +446,7 @@ def _compound_regions(
             continue
         bbox = union_bbox([items[i][0] for i in group])
         width, height = bbox[2] - bbox[0], bbox[3] - bbox[1]
-        if min(width, height) < 2 * options.min_figure_side:
+        if min(width, height) < options.min_figure_side or width * height < 2 * options.min_figure_area:
             continue
         inner_text = [b for b in blocks if _inside(b.bbox, bbox, 0.6)]
         if inner_text and sum(len(b.text) for b in inner_text) > 0.02 * width * height:
@@ -576,6 +581,25 @@ def _cluster_boxes(boxes: list[BBox], gap: float) -> list[list[int]]:
     for i in range(len(boxes)):
         groups.setdefault(find(i), []).append(i)
     return list(groups.values())
+
+
+def _panel_sibling(box: BBox, others: list[BBox], options: ExtractOptions) -> bool:
+    """A small image set in a row or column of images of its size (a grid of small panels) is a
+    panel, not a decoration."""
+    width, height = box[2] - box[0], box[3] - box[1]
+    if width * height < options.min_figure_area / 2 or min(width, height) < options.min_figure_side / 2:
+        return False
+    for other in others:
+        if other == box:
+            continue
+        ow, oh = other[2] - other[0], other[3] - other[1]
+        beside = abs(oh - height) <= 0.2 * max(oh, height) and 0 <= max(other[0] - box[2], box[0] - other[2]) <= options.panel_gap
+        beside = beside and min(box[3], other[3]) - max(box[1], other[1]) > 0.5 * height
+        stacked = abs(ow - width) <= 0.2 * max(ow, width) and 0 <= max(other[1] - box[3], box[1] - other[3]) <= options.panel_gap
+        stacked = stacked and min(box[2], other[2]) - max(box[0], other[0]) > 0.5 * width
+        if beside or stacked:
+            return True
+    return False
 
 
 def _tile_partner(box: BBox, others: list[BBox], gap: float) -> bool:

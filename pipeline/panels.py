@@ -48,6 +48,24 @@ def _cut_positions(gray: np.ndarray, axis: int, min_fraction: float) -> list[tup
     return [(a, b) for a, b in runs if a >= minimum and b <= length - minimum and b - a >= 1]
 
 
+def _edge_cuts(gray: np.ndarray, axis: int, min_fraction: float) -> list[tuple[int, int]]:
+    """Where panels abut with no gutter: a line across the whole band where the content jumps
+    (the mean step between neighbouring lines stands far above the rest)."""
+    values = gray.astype(np.float32)
+    steps = np.abs(np.diff(values, axis=0 if axis == 1 else 1)).mean(axis=1 if axis == 1 else 0)
+    if steps.size < 8:
+        return []
+    length = steps.size + 1
+    threshold = float(np.median(steps) + 6 * (np.percentile(steps, 75) - np.percentile(steps, 25)) + 8)
+    minimum = min_fraction * length
+    cuts = []
+    for index in range(1, steps.size - 1):
+        value = steps[index]
+        if value >= threshold and value >= steps[index - 1] and value >= steps[index + 1] and minimum <= index <= length - minimum:
+            cuts.append((index + 1, index + 2))
+    return cuts
+
+
 def _segments(length: int, cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:
     bounds, start = [], 0
     for a, b in cuts:
@@ -62,7 +80,9 @@ def _balanced(segments: list[tuple[int, int]]) -> float:
     return float(sizes.min() / sizes.max()) if len(sizes) else 0.0
 
 
-def _best_cuts(gray: np.ndarray, axis: int, wanted: int | None, min_fraction: float) -> list[tuple[int, int]]:
+def _best_cuts(
+    gray: np.ndarray, axis: int, wanted: int | None, min_fraction: float, edges: bool = False
+) -> list[tuple[int, int]]:
     """Choose the gutter runs that give the most even panels (and `wanted` of them, if given).
 
     Panels of one figure differ in shape (an OCT B-scan is wider than a fundus photograph), so
@@ -70,6 +90,8 @@ def _best_cuts(gray: np.ndarray, axis: int, wanted: int | None, min_fraction: fl
     """
     candidates = _cut_positions(gray, axis, min_fraction)
     length = gray.shape[0] if axis == 1 else gray.shape[1]
+    if edges and wanted and len(candidates) < wanted - 1:
+        candidates = sorted(set(candidates) | set(_edge_cuts(gray, axis, min_fraction)))
     if not candidates:
         return []
     best: tuple[float, list[tuple[int, int]]] = (0.0, [])
@@ -96,12 +118,13 @@ def split_panels(image: np.ndarray, expected: int | None = None, min_fraction: f
     h, w = gray.shape
     best: list[PixelBox] = [(0, 0, w, h)]
     layouts = _layouts(expected) if expected and expected > 1 else [None]
-    for rows_wanted in layouts:
-        boxes = _split_grid(gray, rows_wanted, expected, min_fraction)
-        if expected and len(boxes) == expected:
-            return boxes
-        if not expected and len(boxes) > len(best):
-            best = boxes
+    for edges in (False, True) if expected else (False,):  # white or black gutters first, then abutting panels
+        for rows_wanted in layouts:
+            boxes = _split_grid(gray, rows_wanted, expected, min_fraction, edges)
+            if expected and len(boxes) == expected:
+                return boxes
+            if not expected and len(boxes) > len(best):
+                best = boxes
     return best
 
 
@@ -112,11 +135,13 @@ def _layouts(expected: int) -> list[int]:
     return rows
 
 
-def _split_grid(gray: np.ndarray, rows_wanted: int | None, expected: int | None, min_fraction: float) -> list[PixelBox]:
+def _split_grid(
+    gray: np.ndarray, rows_wanted: int | None, expected: int | None, min_fraction: float, edges: bool = False
+) -> list[PixelBox]:
     """Rows first, then columns within each row; with `expected`, the per-row panel counts
     must add up to it (a 3 + 2 layout of five panels, say)."""
     h, w = gray.shape
-    row_cuts = _best_cuts(gray, 1, rows_wanted, min_fraction) if rows_wanted != 1 else []
+    row_cuts = _best_cuts(gray, 1, rows_wanted, min_fraction, edges) if rows_wanted != 1 else []
     rows = _segments(h, row_cuts)
     per_row_options: list[dict[int, list[tuple[int, int]]]] = []
     for y0, y1 in rows:
@@ -124,7 +149,7 @@ def _split_grid(gray: np.ndarray, rows_wanted: int | None, expected: int | None,
         if expected:
             options = {1: []}
             for count in range(2, expected + 1):
-                cuts = _best_cuts(band, 0, count, min_fraction / 2)
+                cuts = _best_cuts(band, 0, count, min_fraction / 2, edges)
                 if cuts:
                     options[count] = cuts
         else:
