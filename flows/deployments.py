@@ -221,6 +221,18 @@ GPU_DEPLOYMENTS: tuple[GpuDeployment, ...] = (
         description="Evaluate checkpoints on the GPU pool and publish report artifacts.",
         tags=["keepfit", "evaluate", "gpu"],
     ),
+    GpuDeployment(
+        entrypoint="flows/ffa.py:ffa_report_train_flow",
+        name=FFA_DEPLOYMENT_NAME,
+        description="Train the FFA report generator, select on validation, score test once.",
+        tags=["keepfit", "ffa", "report", "gpu"],
+    ),
+    GpuDeployment(
+        entrypoint="flows/ffa.py:ffa_report_evaluate_flow",
+        name=FFA_DEPLOYMENT_NAME,
+        description="Score a report generator on an FFA-IR split and publish report artifacts.",
+        tags=["keepfit", "ffa", "report", "gpu"],
+    ),
 )
 
 

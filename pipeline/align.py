@@ -148,7 +148,8 @@ def figure_clusters(page: PageRecord, options: AlignOptions) -> list[Cluster]:
             i = parent[i]
         return i
 
-    text_boxes = [b.bbox for b in page.blocks if b.role in ("body", "caption")]
+    # text between two regions keeps them apart, but not a panel letter printed under a panel
+    text_boxes = [b.bbox for b in page.blocks if b.role in ("body", "caption") and len(b.text.strip()) > 12]
     columns = [column_of(r.bbox, page.column_bounds) if page.column_bounds else 0 for r in regions]
     for i, a in enumerate(regions):
         for j in range(i + 1, len(regions)):
@@ -615,10 +616,10 @@ def _order_by_labels(
 
 def _panels(cluster: Cluster, letters: list[str], bank: ImageBank) -> list[tuple[BBox, str, str]]:
     """(page bbox, sha256, image path) per panel: the regions themselves, or a stitched image split."""
-    if len(cluster.regions) == 1 and len(letters) > 1:
+    if len(cluster.regions) == 1 and len(letters) != 1:
         region = cluster.regions[0]
         image = bank.pixels(region.image_file)
-        boxes = split_panels(image, expected=len(letters))
+        boxes = split_panels(image, expected=len(letters) or None)
         if len(boxes) > 1:
             return [_store_crop(image, box, region, bank) for box in boxes]
     return [(r.bbox, r.image_sha256, r.image_file) for r in cluster.regions]

@@ -19,9 +19,11 @@ from foundation.labels import PANEL_LETTERS
 PixelBox = tuple[int, int, int, int]
 
 
-def _uniform_lines(band: np.ndarray, axis: int, tolerance: float) -> np.ndarray:
-    """Boolean per line (row for axis=1, column for axis=0): uniformly white or black."""
+def _uniform_lines(band: np.ndarray, axis: int, tolerance: float, white_only: bool = False) -> np.ndarray:
+    """Boolean per line (row for axis=1, column for axis=0): uniformly white (or black)."""
     white = (band >= 225).mean(axis=axis) >= tolerance
+    if white_only:
+        return white
     black = (band <= 30).mean(axis=axis) >= tolerance
     return white | black
 
@@ -40,10 +42,10 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return runs
 
 
-def _cut_positions(gray: np.ndarray, axis: int, min_fraction: float) -> list[tuple[int, int]]:
+def _cut_positions(gray: np.ndarray, axis: int, min_fraction: float, white_only: bool = False) -> list[tuple[int, int]]:
     """Interior gutter runs along one axis (axis=1: horizontal gutters between rows)."""
     length = gray.shape[0] if axis == 1 else gray.shape[1]
-    runs = _runs(_uniform_lines(gray, axis, 0.97))
+    runs = _runs(_uniform_lines(gray, axis, 0.97, white_only))
     minimum = min_fraction * length
     return [(a, b) for a, b in runs if a >= minimum and b <= length - minimum and b - a >= 1]
 
@@ -88,7 +90,7 @@ def _best_cuts(
     Panels of one figure differ in shape (an OCT B-scan is wider than a fundus photograph), so
     when the caption says how many panels there are, evenness only breaks ties.
     """
-    candidates = _cut_positions(gray, axis, min_fraction)
+    candidates = _cut_positions(gray, axis, min_fraction, white_only=not wanted)
     length = gray.shape[0] if axis == 1 else gray.shape[1]
     if edges and wanted and len(candidates) < wanted - 1:
         candidates = sorted(set(candidates) | set(_edge_cuts(gray, axis, min_fraction)))
@@ -112,7 +114,8 @@ def _best_cuts(
 def split_panels(image: np.ndarray, expected: int | None = None, min_fraction: float = 0.12) -> list[PixelBox]:
     """Panel boxes (x0, y0, x1, y1) in reading order; the whole image when no gutters are found.
 
-    `expected` (from the caption's panel letters) steers the choice between candidate gutters.
+    `expected` (from the caption's panel letters) steers the choice between candidate gutters;
+    without it only white gutters split (dark bands inside one photograph or B-scan do not).
     """
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
     h, w = gray.shape

@@ -44,7 +44,10 @@ def deployed(prefect_server):
 def test_training_deployments_target_the_work_pool(deployed):
     from flows.deployments import GpuPoolOptions, deploy_gpu_flows
 
-    assert set(deployed) == {"pretrain/keepfit", "pretrain/keepfit-ffa", "evaluate/keepfit"}
+    assert set(deployed) == {
+        "pretrain/keepfit", "pretrain/keepfit-ffa", "evaluate/keepfit",
+        "ffa-report-train/keepfit-ffa", "ffa-report-evaluate/keepfit-ffa",
+    }
     with _client() as client:
         pool = client.read_work_pool(POOL)
         assert pool.type == "process"
