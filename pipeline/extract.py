@@ -76,7 +76,7 @@ class ExtractOptions(BaseModel):
     vector_join_gap: float = Field(
         18.0, description="Parts of a drawn figure this close (points), in one column with no text between, are one figure."
     )
-    vector_min_items: int = Field(10, description="A cluster of drawings needs at least this many paths to be a figure.")
+    vector_min_items: int = Field(6, description="A cluster of drawings needs at least this many paths to be a figure.")
     panel_gap: float = Field(14.0, description="Images this close (points) and of one size form a row or column of panels.")
     reject_min_area: float = Field(
         900.0, description="Images dropped as decoration but at least this large (points²) are kept as rejects for review."
@@ -417,10 +417,11 @@ def _compound_regions(
     except Exception:  # a broken content stream: the raster regions still stand
         drawings = []
     for drawing in drawings:
-        rect = pymupdf.Rect(drawing["rect"]) & area
-        if rect.is_empty and (rect.width > 0 or rect.height > 0):
-            rect = pymupdf.Rect(drawing["rect"])
-        if rect.y1 <= band or rect.y0 >= area.height - band or not rect.intersects(area):
+        rect = pymupdf.Rect(drawing["rect"])  # lines have no area: compare coordinates, not intersections
+        rect = pymupdf.Rect(max(rect.x0, 0), max(rect.y0, 0), min(rect.x1, area.width), min(rect.y1, area.height))
+        if rect.x1 < rect.x0 or rect.y1 < rect.y0:
+            continue  # off the page
+        if rect.y1 <= band or rect.y0 >= area.height - band:
             continue  # running header or footer decoration
         if (rect.height <= 1.5 and rect.width >= 0.45 * area.width) or (rect.width <= 1.5 and rect.height >= 0.45 * area.height):
             continue  # a rule across the page
@@ -546,7 +547,9 @@ def _split_at_captions(bbox: BBox, blocks: list[TextBlock], reach: float = 40.0)
 
 def _is_label(block: TextBlock) -> bool:
     """Short text such as an axis label or a panel letter (not prose, not a caption)."""
-    return block.caption_start is None and len(block.text.strip()) <= 40 and block.text.count("\n") <= 2
+    return (
+        block.role == "body" and block.caption_start is None and len(block.text.strip()) <= 40 and block.text.count("\n") <= 2
+    )
 
 
 def _inside(inner: BBox, outer: BBox, share: float) -> bool:
@@ -818,6 +821,7 @@ def extract_page(
         blocks = _native_blocks(page, page_no)
         regions = _native_regions(doc, page, page_no, bank, options, run)
         if options.vector_figures:
+            mark_running_text(blocks, page.rect.height, options.header_band)  # headers are not figure labels
             regions = _compound_regions(page, page_no, regions, blocks, bank, options, run)
     mark_running_text(blocks, page.rect.height, options.header_band)
     columns = detect_columns(blocks, page.rect.width)

@@ -83,11 +83,11 @@ class ModalityOptions(BaseModel):
     disagreement_penalty: float = Field(0.7, gt=0.0, le=1.0, description="Confidence factor applied when image and caption point to different modalities.")
     max_side: int = Field(256, ge=64, le=2048, description="Images are downscaled so their longest side is at most this many pixels before feature extraction.")
     retinal_looking_threshold: float = Field(
-        0.25, ge=0.0, le=1.0,
+        0.4, ge=0.0, le=1.0,
         description="A panel classed 'other' whose image gives the retinal classes at least this probability goes to review as a possible miss.",
     )
     non_retinal_confidence: float = Field(
-        0.9, ge=0.0, le=1.0,
+        0.75, ge=0.0, le=1.0,
         description="A panel classed 'other' at least this confidently (and not retinal-looking) is a non-retinal figure: a reject, not a pair; below it, it goes to review.",
     )
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="JSON file with the fitted image-model parameters.")

@@ -126,9 +126,17 @@ def split_panels(image: np.ndarray, expected: int | None = None, min_fraction: f
             boxes = _split_grid(gray, rows_wanted, expected, min_fraction, edges)
             if expected and len(boxes) == expected:
                 return boxes
-            if not expected and len(boxes) > len(best):
+            if not expected and len(boxes) > len(best) and all(_photographic(gray, box) for box in boxes):
                 best = boxes
     return best
+
+
+def _photographic(gray: np.ndarray, box: PixelBox) -> bool:
+    """A panel of a stitched figure is mostly picture, not page-white (a chart's white plot area
+    must not be read as a gutter between two panels)."""
+    x0, y0, x1, y1 = box
+    crop = gray[y0:y1, x0:x1]
+    return crop.size > 0 and float((crop >= 225).mean()) < 0.4
 
 
 def _layouts(expected: int) -> list[int]:

@@ -595,8 +595,8 @@ class _VariedBookWriter:
             fig_x = x0 + (col_w - fig_w) / 2
             cap_x, cap_w = x0, col_w
         if position == "other_column":
-            other = 1 - column
-            cap_x, cap_w = page.columns[other]
+            other_x0, other_x1 = page.columns[1 - column]
+            cap_x, cap_w = other_x0, other_x1 - other_x0
         lines = self._caption_lines(caption, cap_w)
         cap_h = _text_height(len(lines), self.caption_style)
         # the panel aspects are drawn again when the panels are placed (same generator state), so the

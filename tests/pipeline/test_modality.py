@@ -74,7 +74,8 @@ def test_caption_sets_icga_sublabel():
 def test_caption_makes_a_grey_fundus_a_red_free_photograph():
     image = _panel("red_free", 5)
     alone = classify_modality(image)
-    assert alone.modality == "other"
+    assert alone.modality == "CFP", "a grey fundus with no caption is read as a red-free colour photograph"
+    assert classify_modality(image, "Fundus autofluorescence of the macula.").modality == "other"
     result = classify_modality(image, "无赤光眼底像示视网膜神经纤维层缺损")
     assert (result.modality, result.sublabel) == ("CFP", "red-free")
     assert classify_modality(image, "Red-free photograph of the left eye.").sublabel == "red-free"
