@@ -717,8 +717,10 @@ def _ocr_blocks(lines: list[OcrLine], page_no: int, scale: float, inverse: np.nd
             gap = line.box[1] - last.box[3]
             overlap = min(line.box[2], last.box[2]) - max(line.box[0], last.box[0])
             last_height = last.box[3] - last.box[1]
+            spacing = block[-1].box[1] - block[-2].box[3] if len(block) > 1 else None
             if (
                 -0.5 * height <= gap <= 0.9 * height
+                and (spacing is None or gap <= spacing + 0.3 * height)  # a wider gap starts a paragraph
                 and overlap > 0
                 and abs(line.box[0] - last.box[0]) < 4 * height
                 and max(height, last_height) <= 1.3 * min(height, last_height)

@@ -123,6 +123,8 @@ def _continues_caption(previous: TextBlock, candidate: TextBlock, max_gap: float
         return False
     gap = candidate.bbox[1] - previous.bbox[3]
     line_height = previous.font_size or 10.0
+    if previous.source == "ocr":
+        max_gap = min(max_gap, 0.35)  # OCR lines were grouped by their spacing already: a wider gap is a new paragraph
     if not (-1.0 <= gap <= max_gap * line_height):
         return False
     if previous.font_size and candidate.font_size and abs(previous.font_size - candidate.font_size) > 0.6:
