@@ -58,12 +58,12 @@ def _edge_cuts(gray: np.ndarray, axis: int, min_fraction: float) -> list[tuple[i
     if steps.size < 8:
         return []
     length = steps.size + 1
-    threshold = float(np.median(steps) + 6 * (np.percentile(steps, 75) - np.percentile(steps, 25)) + 8)
     minimum = min_fraction * length
     cuts = []
-    for index in range(1, steps.size - 1):
+    for index in range(3, steps.size - 3):
         value = steps[index]
-        if value >= threshold and value >= steps[index - 1] and value >= steps[index + 1] and minimum <= index <= length - minimum:
+        around = max(steps[index - 3 : index].max(), steps[index + 1 : index + 4].max())
+        if value >= 8 and value >= 3 * around and minimum <= index <= length - minimum:
             cuts.append((index + 1, index + 2))
     return cuts
 
