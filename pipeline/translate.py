@@ -351,14 +351,13 @@ def _default_package_dirs(options: TranslatorOptions) -> list[Path]:
     """Where argostranslate will look for packages, worked out without importing it."""
     if options.packages_dir is not None:
         return [Path(options.packages_dir)]
+    if options.argos_home is not None:  # this translator's own home, whatever another one set up
+        return [options.argos_home / "data" / "argos-translate" / "packages"]
     if "argostranslate.settings" in sys.modules:
         return [Path(d) for d in sys.modules["argostranslate.settings"].package_dirs]
     if os.environ.get("ARGOS_PACKAGES_DIR"):
         return [Path(os.environ["ARGOS_PACKAGES_DIR"])]
-    if options.argos_home is not None:
-        data_home = options.argos_home / "data"
-    else:
-        data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return [data_home / "argos-translate" / "packages"]
 
 
@@ -405,7 +404,7 @@ def install_packages(files: Sequence[Path], options: TranslatorOptions | None = 
 
     installed: list[Path] = []
     with _ARGOS_LOCK:
-        target = Path(packages_dir) if packages_dir is not None else Path(settings.package_data_dir)
+        target = Path(packages_dir) if packages_dir is not None else _default_package_dirs(options)[0]
         target.mkdir(parents=True, exist_ok=True)
         previous = settings.package_data_dir
         settings.package_data_dir = target
@@ -525,12 +524,11 @@ class ArgosTranslator:
         if key not in self._packages and not _maybe_installed(self.options, source, target):
             self._packages[key] = None  # importing argostranslate (spaCy, torch) costs seconds: skip it
         if key not in self._packages:
-            settings = _import_argos(self.options)
+            _import_argos(self.options)
             import argostranslate.package
             from packaging.version import InvalidVersion, Version
 
-            directories = [Path(self.options.packages_dir)] if self.options.packages_dir else list(settings.package_dirs)
-            directories = [d for d in directories if d.is_dir()]
+            directories = [d for d in _default_package_dirs(self.options) if d.is_dir()]
             candidates = [
                 p
                 for p in argostranslate.package.get_installed_packages(directories)
