@@ -96,6 +96,8 @@ def _best_cuts(
         candidates = sorted(set(candidates) | set(_edge_cuts(gray, axis, min_fraction)))
     if not candidates:
         return []
+    if len(candidates) > 8:  # a screenshot or chart has many white lines: keep the widest gutters
+        candidates = sorted(sorted(candidates, key=lambda run: run[0] - run[1])[:8])
     best: tuple[float, list[tuple[int, int]]] = (0.0, [])
     counts = [wanted - 1] if wanted else range(1, min(len(candidates), 5) + 1)
     for count in counts:
