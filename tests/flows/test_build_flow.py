@@ -2,7 +2,7 @@
 
 Born-digital sample books only (no OCR) plus one file that is not a PDF; the first build queues
 some pairs (high review threshold), a review decision is taken, and the rebuild must come from
-the task cache and publish that decision.
+the build's cache and publish that decision.
 """
 
 from __future__ import annotations
