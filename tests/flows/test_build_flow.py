@@ -8,12 +8,7 @@ the build's cache and publish that decision.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,68 +22,6 @@ def needs_server(test):  # noqa: ANN001, ANN201 - decorator
 
 
 BOOKS = ["atlas-en", "atlas-zh-bilingual"]
-SERVER_START_SECONDS = 180
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class PrefectServer:
-    url: str
-    api_url: str
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """`prefect server start` on a free port with its own PREFECT_HOME; the in-process client talks to it."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_API_URL": f"{url}/api",
-    }
-    log_path = home / "server.log"
-    prefect_cli = Path(sys.executable).with_name("prefect")
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [str(prefect_cli), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Prefect server did not start on {url}:\n{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.5)
-        with temporary_settings({PREFECT_API_URL: f"{url}/api"}):
-            yield PrefectServer(url=url, api_url=f"{url}/api")
-    finally:
-        from prefect.logging.handlers import APILogHandler
-
-        APILogHandler().flush()
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
 @dataclass
 class FlowRun:
     flow_run_id: str
@@ -118,7 +51,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def first_build(prefect_server: PrefectServer, inputs) -> FlowRun:
+def first_build(prefect_server, inputs) -> FlowRun:
     pdfs, options = inputs
     return run_build(pdfs, options)
 
@@ -218,7 +151,7 @@ def test_logs_have_one_line_per_pdf_and_step(first_build: FlowRun) -> None:
     assert any("broken-scan.pdf" in m and "not a PDF" in m for m in messages)
 
 
-def _published_events(server: PrefectServer, version: str, attempts: int = 40) -> list[dict]:
+def _published_events(server, version: str, attempts: int = 40) -> list[dict]:
     body = {"filter": {"event": {"name": ["mmretinal.manifest.published"]}}, "limit": 50}
     for _ in range(attempts):
         events = httpx.post(f"{server.api_url}/events/filter", json=body, timeout=10).json()["events"]
@@ -230,7 +163,7 @@ def _published_events(server: PrefectServer, version: str, attempts: int = 40) -
 
 
 @needs_server
-def test_publish_emits_event(prefect_server: PrefectServer, first_build: FlowRun) -> None:
+def test_publish_emits_event(prefect_server, first_build: FlowRun) -> None:
     published = first_build.result.published
     dataset, version = published.ref.split("/")
     events = _published_events(prefect_server, version)
