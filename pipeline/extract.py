@@ -331,18 +331,26 @@ def _native_regions(
             run.rejects.append(Reject(kind="bad_image", step="extract", page=page_no, bbox=bbox, reason=reason))
             continue
         regions.append(
-            FigureRegion(
-                region_id=f"p{page_no}-r{len(regions) + 1}",
-                page=page_no,
-                bbox=tuple(round(v, 2) for v in bbox),
-                image_sha256=digest,
-                image_file=relative,
-                pixel_size=(int(pixels.shape[1]), int(pixels.shape[0])),
-                origin=origin,
-                parts=len(group),
-            )
+            _region(page_no, len(regions) + 1, bbox, (digest, relative), pixels, origin, len(group))
         )
     return regions
+
+
+def _region(
+    page_no: int, number: int, bbox: BBox, stored: tuple[str, str], pixels: np.ndarray, origin: str, parts: int = 1
+) -> FigureRegion:
+    """A figure region from its page box, its stored image (sha256, path) and pixels."""
+    digest, relative = stored
+    return FigureRegion(
+        region_id=f"p{page_no}-r{number}",
+        page=page_no,
+        bbox=tuple(round(float(v), 2) for v in bbox),
+        image_sha256=digest,
+        image_file=relative,
+        pixel_size=(int(pixels.shape[1]), int(pixels.shape[0])),
+        origin=origin,
+        parts=parts,
+    )
 
 
 def _box_text(bbox: BBox) -> str:
@@ -383,15 +391,8 @@ def _scan_regions(
     for x0, y0, x1, y1 in find_raster_figures(raster, text_boxes, options.min_figure_side / scale):
         digest, relative = bank.put(raster[y0:y1, x0:x1])
         regions.append(
-            FigureRegion(
-                region_id=f"p{page_no}-r{len(regions) + 1}",
-                page=page_no,
-                bbox=tuple(round(v * scale, 2) for v in (x0, y0, x1, y1)),
-                image_sha256=digest,
-                image_file=relative,
-                pixel_size=(x1 - x0, y1 - y0),
-                origin="raster",
-            )
+            _region(page_no, len(regions) + 1, tuple(v * scale for v in (x0, y0, x1, y1)), (digest, relative),
+                    raster[y0:y1, x0:x1], "raster")
         )
     return regions
 
@@ -471,16 +472,7 @@ def _compound_regions(
         result = [r for r in result if r not in covered]
         for part, pixels, digest, relative in rendered:
             result.append(
-                FigureRegion(
-                    region_id=f"p{page_no}-v{len(result) + 1}",
-                    page=page_no,
-                    bbox=tuple(round(v, 2) for v in part),
-                    image_sha256=digest,
-                    image_file=relative,
-                    pixel_size=(int(pixels.shape[1]), int(pixels.shape[0])),
-                    origin="merged",
-                    parts=len(group),
-                )
+                _region(page_no, len(result) + 1, part, (digest, relative), pixels, "merged", len(group))
             )
         for block in inner_text:
             block.role = "figure"
@@ -778,15 +770,8 @@ def _scanned_page(
     for x0, y0, x1, y1 in figure_boxes:
         digest, relative = bank.put(deskewed[y0:y1, x0:x1])
         regions.append(
-            FigureRegion(
-                region_id=f"p{page_no}-r{len(regions) + 1}",
-                page=page_no,
-                bbox=_map_box((x0, y0, x1, y1), inverse, scale),
-                image_sha256=digest,
-                image_file=relative,
-                pixel_size=(x1 - x0, y1 - y0),
-                origin="raster",
-            )
+            _region(page_no, len(regions) + 1, _map_box((x0, y0, x1, y1), inverse, scale), (digest, relative),
+                    deskewed[y0:y1, x0:x1], "raster")
         )
     return blocks, regions, angle
 
