@@ -119,6 +119,12 @@ def build_deployments(options: ServeOptions) -> list[Any]:
     return deployments
 
 
+FFA_REPORT_FLOWS = (
+    ("ffa_report_train_flow", "Train the FFA report generator, select on validation, score test once."),
+    ("ffa_report_evaluate_flow", "Score a report generator on an FFA-IR split and publish report artifacts."),
+)
+
+
 def ffa_deployments(pretrain: Any | None) -> list[Any]:
     """KeepFIT-FFA pretraining and FFA report generation (training, evaluation)."""
     deployments = []
@@ -132,26 +138,14 @@ def ffa_deployments(pretrain: Any | None) -> list[Any]:
                 tags=["keepfit", "ffa", "pretrain"],
             )
         )
-    train = _optional_flow("flows.ffa", "ffa_report_train_flow")
-    if train is not None:
-        deployments.append(
-            train.to_deployment(
-                name=FFA_DEPLOYMENT_NAME,
-                description="Train the FFA report generator, select on validation, score test once.",
-                concurrency_limit=1,
-                tags=["keepfit", "ffa", "report"],
+    for flow_name, description in FFA_REPORT_FLOWS:
+        report_flow = _optional_flow("flows.ffa", flow_name)
+        if report_flow is not None:
+            deployments.append(
+                report_flow.to_deployment(
+                    name=FFA_DEPLOYMENT_NAME, description=description, concurrency_limit=1, tags=["keepfit", "ffa", "report"]
+                )
             )
-        )
-    evaluate = _optional_flow("flows.ffa", "ffa_report_evaluate_flow")
-    if evaluate is not None:
-        deployments.append(
-            evaluate.to_deployment(
-                name=FFA_DEPLOYMENT_NAME,
-                description="Score a report generator on an FFA-IR split and publish report artifacts.",
-                concurrency_limit=1,
-                tags=["keepfit", "ffa", "report"],
-            )
-        )
     return deployments
 
 
@@ -221,17 +215,14 @@ GPU_DEPLOYMENTS: tuple[GpuDeployment, ...] = (
         description="Evaluate checkpoints on the GPU pool and publish report artifacts.",
         tags=["keepfit", "evaluate", "gpu"],
     ),
-    GpuDeployment(
-        entrypoint="flows/ffa.py:ffa_report_train_flow",
-        name=FFA_DEPLOYMENT_NAME,
-        description="Train the FFA report generator, select on validation, score test once.",
-        tags=["keepfit", "ffa", "report", "gpu"],
-    ),
-    GpuDeployment(
-        entrypoint="flows/ffa.py:ffa_report_evaluate_flow",
-        name=FFA_DEPLOYMENT_NAME,
-        description="Score a report generator on an FFA-IR split and publish report artifacts.",
-        tags=["keepfit", "ffa", "report", "gpu"],
+    *(
+        GpuDeployment(
+            entrypoint=f"flows/ffa.py:{flow_name}",
+            name=FFA_DEPLOYMENT_NAME,
+            description=description,
+            tags=["keepfit", "ffa", "report", "gpu"],
+        )
+        for flow_name, description in FFA_REPORT_FLOWS
     ),
 )
 
