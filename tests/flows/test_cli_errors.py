@@ -124,13 +124,23 @@ def test_failed_runs_are_one_line_on_the_console() -> None:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     prefect_logger = logging.getLogger("prefect")
+    task_logger = logging.getLogger("prefect.task_runs")
+    # Earlier tests may have run `dictConfig` (which disables loggers it does not name) or
+    # turned propagation off: this test is about the formatter, so it sets both loggers up.
+    saved = [(lg, lg.disabled, lg.propagate, lg.level) for lg in (prefect_logger, task_logger)]
+    for lg in (prefect_logger, task_logger):
+        lg.disabled, lg.propagate = False, lg is task_logger
+    task_logger.setLevel(logging.INFO)
     prefect_logger.addHandler(handler)
     try:
         console_without_tracebacks()
         try:
             raise ValueError("bomb.pdf: too large")
         except ValueError:
-            logging.getLogger("prefect.task_runs").exception("Task run failed with exception: bomb.pdf: too large")
+            task_logger.exception("Task run failed with exception: bomb.pdf: too large")
     finally:
         prefect_logger.removeHandler(handler)
+        for lg, disabled, propagate, level in saved:
+            lg.disabled, lg.propagate = disabled, propagate
+            lg.setLevel(level)
     assert stream.getvalue() == "ERROR Task run failed with exception: bomb.pdf: too large\n"
