@@ -388,39 +388,98 @@ def _reject_unpaired(
 def _unnumbered_figures(orphans: list[Cluster], pages: dict[int, PageRecord], options: AlignOptions) -> list[Figure]:
     """Figures without a numbered caption whose caption is the short text right below them, or
     the line just above them that introduces them ("Fundus selection example:"). Paired with a
-    low score, so a reviewer confirms each."""
+    low score, so a reviewer confirms each.
+
+    Headings (text set larger than the page's body) are never captions, and one text block
+    captions one figure. Where a page stacks several such pictures (embedded images, not drawn
+    boxes such as code listings), each introduced by the text above it ("Here is an example of
+    ...") with the next one's introduction below it, the side that gives more figures their own
+    caption wins for the whole page."""
     found = []
+    by_page: dict[int, list[Cluster]] = {}
     for cluster in orphans:
-        page = pages[cluster.page]
-        k = cluster.bbox
-        best: tuple[float, TextBlock, str] | None = None
-        for block in page.blocks:
-            if block.role != "body" or block.caption_start is not None:
+        by_page.setdefault(cluster.page, []).append(cluster)
+    for page_no, clusters in by_page.items():
+        page = pages[page_no]
+        blocks = _paragraphs([b for b in page.blocks if b.role == "body" and b.caption_start is None and not _is_heading(b, page)])
+        nearest = _assign_unnumbered(clusters, blocks, options, loose_above=False)
+        pictures = [c for c in clusters if all(r.origin != "merged" for r in c.regions)]  # not drawn boxes (code, text frames)
+        if len(clusters) >= 2 and len(pictures) == len(clusters):
+            above = _assign_unnumbered(clusters, blocks, options, loose_above=True, side="above")
+            if len(above) > len(nearest):
+                nearest = above
+        for cluster in clusters:
+            if cluster.regions[0].region_id not in nearest:
                 continue
+            block, placement = nearest[cluster.regions[0].region_id]
+            language = "zh" if mostly_cjk(block.text) else "en"
+            figure_id = f"u{cluster.page}-{len(found) + 1}"
+            text = " ".join(block.text.split()).rstrip(":：")
+            group = CaptionGroup(page=cluster.page, figure_id=figure_id, bbox=block.bbox, unnumbered=True)
+            group.parsed[language] = ParsedCaption(figure_id=figure_id, language=language, style="unnumbered", title=text)
+            found.append(Figure(cluster, group, 1.0, placement))
+    return found
+
+
+def _paragraphs(blocks: list[TextBlock]) -> list[TextBlock]:
+    """Consecutive lines that the text layer gave as blocks of their own (a line per block, as
+    browsers and Markdown converters write PDFs), joined into paragraphs: same left edge, same
+    size, a gap under half a line."""
+    result: list[TextBlock] = []
+    for block in sorted(blocks, key=lambda b: (b.bbox[1], b.bbox[0])):
+        last = result[-1] if result else None
+        size = block.font_size or (block.bbox[3] - block.bbox[1])
+        if (
+            last is not None
+            and abs(last.bbox[0] - block.bbox[0]) <= 2
+            and (last.font_size or 0) == (block.font_size or 0)
+            and -1 <= block.bbox[1] - last.bbox[3] <= 0.5 * size
+        ):
+            result[-1] = last.model_copy(update={"bbox": union_bbox([last.bbox, block.bbox]), "text": f"{last.text}\n{block.text}"})
+        else:
+            result.append(block)
+    return result
+
+
+def _is_heading(block: TextBlock, page: PageRecord) -> bool:
+    """A short block set clearly larger than the page's body text (a section heading)."""
+    sizes = [b.font_size for b in page.blocks if b.font_size and b.role == "body" for _ in range(max(1, len(b.text) // 40))]
+    if not block.font_size or not sizes:
+        return False
+    return block.text.count("\n") <= 1 and block.font_size >= 1.15 * float(np.median(sizes))
+
+
+def _assign_unnumbered(
+    clusters: list[Cluster], blocks: list[TextBlock], options: AlignOptions, *, loose_above: bool, side: str = "either"
+) -> dict[str, tuple[TextBlock, str]]:
+    """Each figure's nearest caption-like block (by distance, greedily, one block per figure).
+    The default takes a short text below or a line ending in a colon above; `loose_above` also
+    takes a short paragraph right above (the page-consistent reading of stacked figures)."""
+    options_found = []
+    for cluster in clusters:
+        k = cluster.bbox
+        for block in blocks:
             b = block.bbox
             if _overlap(b[0], b[2], k[0], k[2]) < 0.3 * min(b[2] - b[0], k[2] - k[0]):
                 continue
             text = " ".join(block.text.split())
             lines = block.text.count("\n") + 1
             below, above = b[1] - k[3], k[1] - b[3]
-            if -2 <= below <= options.unnumbered_reach and lines <= 3 and len(text) <= 200:
-                candidate = (below, block, "unnumbered caption below the figure")
-            elif -2 <= above <= options.unnumbered_reach and lines <= 2 and text.rstrip().endswith((":", "：")):
-                candidate = (above, block, "unnumbered caption above the figure (the line introducing it)")
-            else:
-                continue
-            if best is None or candidate[0] < best[0]:
-                best = candidate
-        if best is None:
+            if side != "above" and -2 <= below <= options.unnumbered_reach and lines <= 3 and len(text) <= 200:
+                options_found.append((below, cluster, block, "unnumbered caption below the figure"))
+            elif side != "below" and -2 <= above <= options.unnumbered_reach and (
+                (lines <= 2 and text.rstrip().endswith((":", "："))) or (loose_above and lines <= 4 and len(text) <= 320)
+            ):
+                options_found.append((above, cluster, block, "unnumbered caption above the figure (the line introducing it)"))
+    taken: dict[str, tuple[TextBlock, str]] = {}
+    used: set[int] = set()
+    for _, cluster, block, placement in sorted(options_found, key=lambda o: o[0]):
+        key = cluster.regions[0].region_id
+        if key in taken or id(block) in used:
             continue
-        _, block, placement = best
-        language = "zh" if mostly_cjk(block.text) else "en"
-        figure_id = f"u{cluster.page}-{len(found) + 1}"
-        text = " ".join(block.text.split()).rstrip(":：")
-        group = CaptionGroup(page=cluster.page, figure_id=figure_id, bbox=block.bbox, unnumbered=True)
-        group.parsed[language] = ParsedCaption(figure_id=figure_id, language=language, style="unnumbered", title=text)
-        found.append(Figure(cluster, group, 1.0, placement))
-    return found
+        taken[key] = (block, placement)
+        used.add(id(block))
+    return taken
 
 
 def _likely_figure_area(page: PageRecord, group: CaptionGroup) -> BBox:

@@ -336,6 +336,41 @@ def _native_regions(
     return regions
 
 
+def _clip_at_captions(
+    page: pymupdf.Page, page_no: int, regions: list[FigureRegion], blocks: list[TextBlock], bank: ImageBank, options: ExtractOptions
+) -> list[FigureRegion]:
+    """An image placed with a clip (LaTeX `trim, clip`) has a placement box larger than what
+    shows, and that box can run over its own caption. A caption start lying inside an image's
+    box marks where the visible figure ends: the region is cut there and rendered as shown."""
+    result = []
+    for region in regions:
+        inside = [b.bbox for b in blocks if b.caption_start is not None and _inside(b.bbox, region.bbox, 0.6)]
+        if not inside:
+            result.append(region)
+            continue
+        x0, y0, x1, y1 = region.bbox
+        middle = (y0 + y1) / 2
+        below = [box for box in inside if (box[1] + box[3]) / 2 >= middle]
+        above = [box for box in inside if (box[1] + box[3]) / 2 < middle]
+        top = max((box[3] for box in above), default=y0)
+        bottom = min((box[1] for box in below), default=y1)
+        bbox = (x0, top, x1, bottom)
+        if bottom - top < options.min_figure_side:
+            result.append(region)
+            continue
+        try:
+            dpi = region.pixel_size[0] / max(x1 - x0, 1) * 72
+            dpi = _fit_dpi(page, pymupdf.Rect(bbox), int(min(options.max_image_dpi, max(72, dpi))), page_no, options)
+            pixels = _pixmap_array(page.get_pixmap(clip=pymupdf.Rect(bbox), dpi=dpi))
+            stored = bank.put(pixels)
+        except Exception as exc:  # nothing is lost: the placement box and its image stand
+            log.warning("page %d: image at %s cannot be rendered as clipped (%s: %s)", page_no, _box_text(bbox), type(exc).__name__, exc)
+            result.append(region)
+            continue
+        result.append(_region(page_no, int(region.region_id.rsplit("r", 1)[1]), bbox, stored, pixels, "merged", region.parts))
+    return result
+
+
 def _region(
     page_no: int, number: int, bbox: BBox, stored: tuple[str, str], pixels: np.ndarray, origin: str, parts: int = 1
 ) -> FigureRegion:
@@ -489,7 +524,9 @@ def _join_parts(
     groups: list[list[int]], boxes: list[BBox], blocks: list[TextBlock], page_width: float, options: ExtractOptions
 ) -> list[list[int]]:
     """Clusters of one figure separated by white space (panels, a legend): joined when they are
-    close, in one text column, and no body text or caption lies between them."""
+    close, in one text column, and no body text or caption lies between them. A lone rule (the
+    line under a caption or between columns) joins nothing: it would chain a figure to whatever
+    lies beyond it."""
     columns = detect_columns(blocks, page_width)
     text = [b.bbox for b in blocks]
     gap = options.vector_join_gap
@@ -498,8 +535,11 @@ def _join_parts(
     while merged:
         merged = False
         boxes_of = [union_bbox([boxes[i] for i in g]) for g in groups]
+        rule = [len(g) <= 2 and min(box[2] - box[0], box[3] - box[1]) <= 2.0 for g, box in zip(groups, boxes_of)]
         for a in range(len(groups)):
             for b in range(a + 1, len(groups)):
+                if rule[a] or rule[b]:
+                    continue
                 ka, kb = boxes_of[a], boxes_of[b]
                 dx = max(0.0, max(ka[0], kb[0]) - min(ka[2], kb[2]))
                 dy = max(0.0, max(ka[1], kb[1]) - min(ka[3], kb[3]))
@@ -538,9 +578,12 @@ def _split_at_captions(bbox: BBox, blocks: list[TextBlock], reach: float = 40.0)
 
 
 def _is_label(block: TextBlock) -> bool:
-    """Short text such as an axis label or a panel letter (not prose, not a caption)."""
+    """Short text such as an axis label or a panel letter (not prose, not a caption); a column of
+    tick values (`0.1 / 0.05 / 0 / Time (s)`) is labels too, however many lines it has."""
+    text = block.text.strip()
+    lines = text.count("\n") + 1
     return (
-        block.role == "body" and block.caption_start is None and len(block.text.strip()) <= 40 and block.text.count("\n") <= 2
+        block.role == "body" and block.caption_start is None and len(text) <= 40 and (lines <= 3 or len(text) / lines <= 12)
     )
 
 
@@ -807,6 +850,7 @@ def extract_page(
     else:
         blocks = _native_blocks(page, page_no)
         regions = _native_regions(doc, page, page_no, bank, options, run)
+        regions = _clip_at_captions(page, page_no, regions, blocks, bank, options)
         if options.vector_figures:
             mark_running_text(blocks, page.rect.height, options.header_band)  # headers are not figure labels
             regions = _compound_regions(page, page_no, regions, blocks, bank, options, run)

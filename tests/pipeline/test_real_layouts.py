@@ -1,0 +1,116 @@
+"""Layouts met in real PDFs (journal articles, software guides, LaTeX theses), drawn by hand:
+each test builds one page with PyMuPDF and checks steps 1-2 pair it as printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pymupdf
+
+from pipeline.align import align_document
+from pipeline.extract import extract_pdf
+from pipeline.images import ImageBank
+from testbed.synthetic_images import cfp_image, oct_image
+
+
+def _png(image: np.ndarray) -> bytes:
+    return cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def _build(doc: pymupdf.Document, tmp_path: Path):
+    pdf = tmp_path / "page.pdf"
+    doc.save(pdf)
+    run = extract_pdf(pdf, tmp_path / "out")
+    return align_document(run, ImageBank(Path(run.directory)))
+
+
+def _chart(page: pymupdf.Page, rect: pymupdf.Rect, seed: int) -> None:
+    """A line chart drawn as vectors: frame, ticks, a trace, and a column of tick values."""
+    rng = np.random.default_rng(seed)
+    shape = page.new_shape()
+    shape.draw_rect(rect)
+    shape.finish(color=(0, 0, 0), width=0.6)
+    for i in range(1, 6):
+        x = rect.x0 + i * rect.width / 6
+        shape.draw_line((x, rect.y1), (x, rect.y1 - 3))
+        shape.finish(color=(0, 0, 0), width=0.6)
+    points = [(rect.x0 + t * rect.width / 40, rect.y0 + rect.height * (0.5 + 0.35 * np.sin(t / 4 + seed) * rng.uniform(0.8, 1)))
+              for t in range(41)]
+    shape.draw_polyline(points)
+    shape.finish(color=(0, 0, 1), width=0.8)
+    shape.commit()
+    page.insert_textbox(pymupdf.Rect(rect.x0 - 16, rect.y0, rect.x0 - 1, rect.y1), "0.8\n0.4\n0\n-0.4\n-0.8", fontsize=5)
+
+
+def test_clipped_image_whose_box_runs_over_its_caption_is_cut_there(tmp_path):
+    """LaTeX `trim, clip` places an image in a box larger than what shows, over its caption."""
+    image = np.full((400, 600, 3), 255, np.uint8)
+    image[:260] = cfp_image(np.random.default_rng(1), 600)[:260]
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    page.insert_image(pymupdf.Rect(150, 200, 450, 400), stream=_png(image))
+    page.insert_text((190, 350), "Figure 2.2 Optic disc of the left eye.", fontsize=10)
+    run = _build(doc, tmp_path)
+    assert [p.figure_id for p in run.pairs] == ["2-2"]
+    pair = run.pairs[0]
+    assert pair.caption_en == "Optic disc of the left eye."
+    assert pair.bbox[3] <= 341  # the region ends above the caption line
+
+
+def test_rule_under_a_side_caption_does_not_chain_the_figure_to_a_margin_logo(tmp_path):
+    """A Nature-style page: caption in a narrow left column closed by a rule, a chart to its
+    right, a publisher's logo in the margin below the rule's end."""
+    doc = pymupdf.open()
+    page = doc.new_page(width=594, height=783)
+    for i, top in enumerate((70, 170, 270)):
+        _chart(page, pymupdf.Rect(240, top, 540, top + 85), seed=i)
+    page.insert_textbox(
+        pymupdf.Rect(43, 62, 206, 330),
+        "Figure 2 Field entrainment. (a) Extracellular potential for one neuron. (b) Amplitude and phase "
+        "for stimulation frequencies of 1-100 Hz. (c) Cross correlation of the data shown in b.",
+        fontsize=8,
+    )
+    shape = page.new_shape()
+    shape.draw_line((43, 340), (206, 340))
+    shape.finish(color=(0, 0, 0), width=0.5)
+    shape.commit()
+    logo = np.zeros((50, 50, 3), np.uint8)
+    logo[10:40, 10:40] = (200, 30, 30)
+    page.insert_image(pymupdf.Rect(9, 345, 32, 368), stream=_png(logo))
+    page.insert_textbox(pymupdf.Rect(43, 400, 294, 700), "Body text of the article. " * 40, fontsize=9)
+    run = _build(doc, tmp_path)
+    figures = [r for page_record in run.pages for r in page_record.regions if r.bbox[2] - r.bbox[0] > 100]
+    assert len(figures) == 1, [r.bbox for r in figures]
+    assert figures[0].bbox[0] >= 215  # the chart and its tick values, not the margin
+    assert {p.figure_id for p in run.pairs} | {r.figure_id for r in run.rejects if r.kind == "non_retinal_figure"} >= {"2"}
+    assert not any(r.kind == "caption_without_figure" for r in run.rejects)
+
+
+def test_stacked_images_each_introduced_by_the_paragraph_above(tmp_path):
+    """A Markdown guide printed from a browser: a line per text block, each screenshot
+    introduced by the paragraph above it, a section heading after the last one."""
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    rng = np.random.default_rng(3)
+    intros = [
+        ("Here is an example of a misaligned scan (subject 25, frame 50/97). We clearly see that the",
+         "white dot is not vertically aligned with the peak of the outer segment layer."),
+        ("Here is an example of a nicely aligned scan now, to compare (subject 15,", "frame 49/97)."),
+    ]
+    top = 100
+    for first, second in intros:
+        page.insert_text((103, top), first, fontsize=10)
+        page.insert_text((103, top + 16), second, fontsize=10)
+        page.insert_image(pymupdf.Rect(103, top + 22, 553, top + 162), stream=_png(oct_image(rng, 450)[:140]))
+        top += 200
+    page.insert_text((43, top), "Structure of the repository", fontsize=15.75)
+    page.insert_text((43, top + 30), "Most of the following has already been covered above.", fontsize=10)
+    run = _build(doc, tmp_path)
+    captions = sorted((p.bbox[1], p.caption_en) for p in run.pairs)
+    assert [c for _, c in captions] == [
+        " ".join(intros[0]).rstrip("."),
+        " ".join(intros[1]).rstrip("."),
+    ] or [c for _, c in captions] == [" ".join(intros[0]), " ".join(intros[1])]
+    assert all("Structure" not in (p.caption_en or "") for p in run.pairs)
