@@ -131,7 +131,15 @@ def _continues_caption(previous: TextBlock, candidate: TextBlock, max_gap: float
         return False
     if mostly_cjk(previous.text) != mostly_cjk(candidate.text):
         return False
-    return abs(candidate.bbox[0] - previous.bbox[0]) <= 3 * line_height
+    if abs(candidate.bbox[0] - previous.bbox[0]) <= 3 * line_height:
+        return True
+    # a centred caption's last, shorter line: same centre, inside the previous line's width
+    centre, previous_centre = (candidate.bbox[0] + candidate.bbox[2]) / 2, (previous.bbox[0] + previous.bbox[2]) / 2
+    return (
+        abs(centre - previous_centre) <= line_height
+        and candidate.bbox[0] >= previous.bbox[0] - 1
+        and candidate.bbox[2] <= previous.bbox[2] + 1
+    )
 
 
 def mostly_cjk(text: str) -> bool:

@@ -114,3 +114,18 @@ def test_stacked_images_each_introduced_by_the_paragraph_above(tmp_path):
         " ".join(intros[1]).rstrip("."),
     ] or [c for _, c in captions] == [" ".join(intros[0]), " ".join(intros[1])]
     assert all("Structure" not in (p.caption_en or "") for p in run.pairs)
+
+
+def test_centred_caption_keeps_its_shorter_last_line(tmp_path):
+    doc = pymupdf.open()
+    page = doc.new_page(width=612, height=792)
+    page.insert_image(pymupdf.Rect(122, 71, 492, 241), stream=_png(oct_image(np.random.default_rng(5), 370)[:170]))
+    first = "Figure 2 Example B-Scan: edge detection result for the retinal pigment epithelium (blue). RANSAC fitted"
+    second = "polynomial with L1 norm as error measurement (red)."
+    width = pymupdf.get_text_length(first, fontsize=9)
+    page.insert_text((306 - width / 2, 258), first, fontsize=9)
+    page.insert_text((306 - pymupdf.get_text_length(second, fontsize=9) / 2, 271), second, fontsize=9)
+    page.insert_text((71, 300), "Segmentation of the outer nuclear layer follows in the next section.", fontsize=11)
+    run = _build(doc, tmp_path)
+    assert [p.figure_id for p in run.pairs] == ["2"]
+    assert run.pairs[0].caption_en.endswith("RANSAC fitted polynomial with L1 norm as error measurement (red).")
