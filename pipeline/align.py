@@ -442,11 +442,12 @@ def _paragraphs(blocks: list[TextBlock]) -> list[TextBlock]:
 
 
 def _is_heading(block: TextBlock, page: PageRecord) -> bool:
-    """A short block set clearly larger than the page's body text (a section heading)."""
+    """A short block set clearly larger than the page's body text (a section or chapter title)."""
     sizes = [b.font_size for b in page.blocks if b.font_size and b.role == "body" for _ in range(max(1, len(b.text) // 40))]
     if not block.font_size or not sizes:
         return False
-    return block.text.count("\n") <= 1 and block.font_size >= 1.15 * float(np.median(sizes))
+    lines, ratio = block.text.count("\n") + 1, block.font_size / float(np.median(sizes))
+    return (lines <= 2 and ratio >= 1.15) or (lines <= 4 and ratio >= 1.5)
 
 
 def _assign_unnumbered(

@@ -448,6 +448,7 @@ def _compound_regions(
     area = page.rect
     band = options.header_band * area.height
     items: list[tuple[BBox, bool]] = []  # (box, is an image)
+    straight: set[int] = set()  # drawings made only of rectangles and straight lines
     try:
         drawings = page.get_drawings()
     except Exception:  # a broken content stream: the raster regions still stand
@@ -463,7 +464,10 @@ def _compound_regions(
             continue  # a rule across the page
         if rect.width * rect.height >= 0.5 * area.width * area.height:
             continue  # a page background or frame
+        if all(op[0] in ("re", "l") for op in drawing.get("items", ())):
+            straight.add(len(items))
         items.append(((rect.x0, rect.y0, max(rect.x1, rect.x0 + 0.5), max(rect.y1, rect.y0 + 0.5)), False))
+    pictures = len(items)
     for info in page.get_image_info():
         rect = pymupdf.Rect(info["bbox"]) & area
         if not rect.is_empty and rect.width * rect.height < 0.9 * area.width * area.height:
@@ -471,6 +475,7 @@ def _compound_regions(
     if not any(not is_image for _, is_image in items):
         return regions
     paths = {i for i, (_, is_image) in enumerate(items) if not is_image}
+    images = set(range(pictures, len(items)))
     labels = [b for b in blocks if _is_label(b)]  # axis labels, panel letters: they tie a figure's parts
     items += [(b.bbox, True) for b in labels]
     groups = _cluster_boxes([box for box, _ in items], options.vector_gap)
@@ -485,6 +490,9 @@ def _compound_regions(
         width, height = bbox[2] - bbox[0], bbox[3] - bbox[1]
         if min(width, height) < options.min_figure_side or width * height < 2 * options.min_figure_area:
             continue
+        drawn_here = [i for i in group if i in paths]
+        if not images.intersection(group) and straight.issuperset(drawn_here) and _frame_only([items[i][0] for i in drawn_here], bbox):
+            continue  # a text box, code listing or table: its drawings are only its frame, rules and shading
         inner_text = [b for b in blocks if _inside(b.bbox, bbox, 0.6)]
         if inner_text and sum(len(b.text) for b in inner_text) > 0.02 * width * height:
             continue  # dense text in a frame: a table or a text box, not a figure
@@ -518,6 +526,13 @@ def _compound_regions(
     for index, region in enumerate(result, start=1):
         region.region_id = f"p{page_no}-r{index}"
     return result
+
+
+def _frame_only(drawn: list[BBox], bbox: BBox) -> bool:
+    """Every (straight) drawing is a band across the whole cluster: the frame, rules or row
+    shading of a box of text or a table, not the marks of a chart or diagram."""
+    width, height = bbox[2] - bbox[0], bbox[3] - bbox[1]
+    return all(b[2] - b[0] >= 0.9 * width or b[3] - b[1] >= 0.9 * height for b in drawn)
 
 
 def _join_parts(

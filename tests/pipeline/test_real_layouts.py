@@ -129,3 +129,23 @@ def test_centred_caption_keeps_its_shorter_last_line(tmp_path):
     run = _build(doc, tmp_path)
     assert [p.figure_id for p in run.pairs] == ["2"]
     assert run.pairs[0].caption_en.endswith("RANSAC fitted polynomial with L1 norm as error measurement (red).")
+
+
+def test_shaded_code_listing_is_not_a_figure(tmp_path):
+    """LaTeX `listings` shades each line of code with its own filled band: a box of text."""
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    page.insert_text((78, 150), "After training we can make predictions for unseen scans.", fontsize=10)
+    shape = page.new_shape()
+    for row in range(10):
+        shape.draw_rect(pymupdf.Rect(78, 167 + 11 * row, 517, 178 + 11 * row))
+        shape.finish(fill=(0.95, 0.95, 0.8), color=None)
+    shape.draw_line((78, 167), (517, 167))
+    shape.finish(color=(0, 0, 0), width=0.4)
+    shape.commit()
+    for row in range(10):
+        page.insert_text((80, 176 + 11 * row), f"testFunc.options.value{row} = predict(files(end-{row}:end));", fontsize=7, fontname="cour")
+    page.insert_text((78, 300), "We now configure the inference part and perform the segmentation.", fontsize=10)
+    run = _build(doc, tmp_path)
+    assert [r.bbox for page_record in run.pages for r in page_record.regions] == []
+    assert run.pairs == []
