@@ -11,7 +11,8 @@ the bench prints per document and overall:
   joined in panel order, are one candidate, and each single pair's or reject's text is another;
   a leading copy of the figure's own label is ignored;
 * the same over retinal captioned figures;
-* panel-count exact rate over found figures (pairs, or rejects, that carry the figure's number);
+* panel-count exact rate over found figures (pairs and rejects that carry the figure's number,
+  counted together: a flow chart beside an OCT scan is a panel kept as a reject);
 * caption similarity over found figures (mean, and share >= 0.9);
 * modality agreement on the retinal panels of found retinal figures (as multisets);
 * non-retinal figures that became pairs (a pair inside the figure's box or carrying its caption);
@@ -87,6 +88,7 @@ class _Candidate:
     def __init__(self, kind: str, page: int, figure_id: str | None, texts: list[str], modalities: list[str], items: int, bboxes: list) -> None:
         self.kind, self.page, self.figure_id, self.texts = kind, page, figure_id, texts
         self.modalities, self.items, self.bboxes = modalities, items, bboxes
+        self.panels = items
 
 
 def _candidates(run: DocumentRun) -> list[_Candidate]:
@@ -110,6 +112,14 @@ def _candidates(run: DocumentRun) -> list[_Candidate]:
     for (page, figure_id), items in rejects.items():
         texts = list(dict.fromkeys(r.caption for r in items if r.caption))
         found.append(_Candidate("reject", page, items[0].figure_id, texts, [], len(items), [r.bbox for r in items if r.bbox]))
+    # a figure's panels are its pairs and its non-retinal panel rejects together (a flow chart
+    # beside an OCT scan is one panel of the figure, kept as a reject)
+    panels = Counter()
+    for candidate in found:
+        if candidate.figure_id is not None:
+            panels[(candidate.page, candidate.figure_id)] += candidate.items
+    for candidate in found:
+        candidate.panels = panels[(candidate.page, candidate.figure_id)] if candidate.figure_id is not None else candidate.items
     return found
 
 
@@ -159,7 +169,7 @@ def score_document(pdf: Path, run: DocumentRun, figures: list[dict]) -> dict:
 
     captioned = [fi for fi, f in enumerate(figures) if f.get("caption")]
     retinal = [fi for fi in captioned if figures[fi]["retinal"]]
-    panel_exact = sum(candidates[ci].items == figures[fi]["n_panels"] for fi, (ci, _) in found.items())
+    panel_exact = sum(candidates[ci].panels == figures[fi]["n_panels"] for fi, (ci, _) in found.items())
     similarities = [s for _, s in found.values()]
     modality_hit = modality_total = 0
     for fi, (ci, _) in found.items():
