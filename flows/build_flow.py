@@ -2,7 +2,8 @@
 
 `build_dataset` runs steps 1–3 as one task per PDF on the task runner the build options name
 (threads, processes, Dask or Ray), reports a bad PDF without stopping the others, records the
-build (review queue) and publishes it, handing the typed record straight on. Caching is the
+build (review queue) and publishes it. A task hands back its PDF's outcome only; the record
+itself is read from the work directory, which every worker shares. Caching is the
 build's own (one record per PDF keyed by content, step options and the steps' code version):
 Prefect persists no task results. `publish_manifest` publishes a recorded build later (after
 review); both emit `mmretinal.manifest.published`.
@@ -16,6 +17,7 @@ prefect_env.apply_defaults()
 
 import os  # noqa: E402 - Prefect reads its settings from the environment on import
 import time  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -123,13 +125,8 @@ def process_pdf_task(pdf: Path, options: BuildOptions, progress_dir: Path | None
     pdf = Path(pdf)
     progress = PageProgress(progress_dir, pdf) if progress_dir is not None else None
     started = time.perf_counter()
-    try:
-        if progress is not None:
-            progress.start()
+    with progress or nullcontext():
         run = process_document(pdf, options, on_page=progress)
-    finally:
-        if progress is not None:
-            progress.finish()
     seconds = time.perf_counter() - started
     if run.failed:
         logger.error("%s: FAILED: %s", pdf.name, run.error)

@@ -40,8 +40,8 @@ def progress_file(directory: Path, pdf: Path) -> Path:
 
 
 class PageProgress:
-    """Writes one PDF's pages done (and OCR'd) for the build host to read; used as step 1's
-    `on_page` callback inside the task."""
+    """Writes one PDF's pages done (and OCR'd) for the build host to read: entered around the
+    PDF's task (started, then done however it ends), called as step 1's `on_page`."""
 
     def __init__(self, directory: Path, pdf: Path, interval: float = WRITE_INTERVAL_SECONDS) -> None:
         self.path = progress_file(directory, pdf)
@@ -55,10 +55,11 @@ class PageProgress:
         if time.monotonic() - self.last_write >= self.interval:
             self._write(done=False)
 
-    def start(self) -> None:
+    def __enter__(self) -> "PageProgress":
         self._write(done=False)
+        return self
 
-    def finish(self) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._write(done=True)
 
     def _write(self, done: bool) -> None:

@@ -46,7 +46,8 @@ def test_totals_count_pages_done_and_whole_pdfs_once_done(atlas, tmp_path: Path)
     writer(2, 2)
     totals = read_totals(tmp_path, list(planned.values()))
     assert (totals.pages, totals.ocr_pages, totals.current) == (2, 2, ["atlas-zh-scanned.pdf"])
-    PageProgress(tmp_path, english.pdf, interval=0.0).finish()  # e.g. reused from the cache
+    with PageProgress(tmp_path, english.pdf, interval=0.0):  # e.g. reused from the cache: no page calls
+        assert read_totals(tmp_path, list(planned.values())).current[0] == "atlas-en.pdf"
     totals = read_totals(tmp_path, list(planned.values()))
     assert (totals.pages, totals.ocr_pages) == (english.pages + 2, 2)
     assert totals.current == ["atlas-zh-scanned.pdf"]
