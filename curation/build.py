@@ -31,7 +31,16 @@ from foundation.files import write_atomic
 from foundation.records import REVIEWABLE_REJECTS, DocumentRun, Pair, Status
 from pipeline import __version__, code_version
 from pipeline.align import AlignOptions, align_document
-from pipeline.extract import ExtractionError, ExtractOptions, book_id, extract_document, new_run, open_source, render_region
+from pipeline.extract import (
+    ExtractionError,
+    ExtractOptions,
+    PageCallback,
+    book_id,
+    extract_document,
+    new_run,
+    open_source,
+    render_region,
+)
 from pipeline.images import ImageBank
 from pipeline.modality import ModalityOptions, classify_document
 from pipeline.ocr import lazy_line_reader
@@ -94,6 +103,11 @@ class BuildOptions(BaseModel):
             "modality": self.modality.model_dump(mode="json", exclude={"model_path", "cues_path"}),
         }
 
+    def with_absolute_paths(self) -> "BuildOptions":
+        """The same options with every path absolute: what tasks in another process or on
+        another host get, since their working directory is not this one."""
+        return type(self).model_validate(_absolute_paths(self.model_dump()))
+
     @property
     def review_db(self) -> Path:
         return self.work_dir / "review.sqlite"
@@ -101,6 +115,16 @@ class BuildOptions(BaseModel):
     @property
     def documents_dir(self) -> Path:
         return self.work_dir / DOCUMENTS_DIR
+
+
+def _absolute_paths(value: object) -> object:
+    if isinstance(value, Path):
+        return value.expanduser().absolute()
+    if isinstance(value, dict):
+        return {key: _absolute_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_absolute_paths(item) for item in value]
+    return value
 
 
 def _hash(data: object) -> str:
@@ -115,11 +139,12 @@ def cache_key(pdf_sha256: str, options: BuildOptions) -> str:
 # ---------------------------------------------------------------------------- one PDF
 
 
-def process_document(pdf_path: Path, options: BuildOptions) -> DocumentRun:
+def process_document(pdf_path: Path, options: BuildOptions, on_page: PageCallback | None = None) -> DocumentRun:
     """Steps 1–3 for one PDF, or its cached record when content, options and code are unchanged.
 
     Never raises for a bad PDF: the run carries status 'failed' and the reason; a bad page or
-    panel makes it 'partial' and the rest of the book is built.
+    panel makes it 'partial' and the rest of the book is built. `on_page` hears of each page of
+    step 1 (not called for a cached record).
     """
     pdf_path = Path(pdf_path)
     run = new_run(pdf_path)
@@ -144,7 +169,7 @@ def process_document(pdf_path: Path, options: BuildOptions) -> DocumentRun:
     options.documents_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{run.cache_key}.", suffix=".partial", dir=options.documents_dir))
     try:
-        _run_steps(doc, run, ImageBank(staging), options)
+        _run_steps(doc, run, ImageBank(staging), options, on_page)
     except Exception as exc:  # an unexpected failure must not stop the batch either
         log.exception("%s: build failed", pdf_path)
         run.fail(f"{type(exc).__name__}: {exc}")
@@ -159,9 +184,9 @@ def process_document(pdf_path: Path, options: BuildOptions) -> DocumentRun:
     return run
 
 
-def _run_steps(doc, run: DocumentRun, bank: ImageBank, options: BuildOptions) -> None:
+def _run_steps(doc, run: DocumentRun, bank: ImageBank, options: BuildOptions, on_page: PageCallback | None) -> None:
     name = Path(run.pdf).name
-    extract_document(doc, run, bank, options.extract)
+    extract_document(doc, run, bank, options.extract, on_page)
     log.info("%s: step 1 extract: %d pages (%d scanned)", name, run.page_count, run.scanned_pages)
     if run.failed:
         return
@@ -206,6 +231,23 @@ def relabel(run: DocumentRun, pdf_path: Path) -> DocumentRun:
         if reject.pair_id and reject.pair_id.startswith(f"{old}/"):
             reject.pair_id = new + reject.pair_id[len(old) :]
     return run
+
+
+def outcome_only(run: DocumentRun) -> DocumentRun:
+    """What a per-PDF task hands back: the run without its pages, pairs and rejects, which are
+    stored in `run.directory` (the work directory, keyed by content). Small to send between
+    processes and hosts, whatever the size of the book."""
+    return run.model_copy(update={"pages": [], "pairs": [], "rejects": []})
+
+
+def with_stored_contents(outcome: DocumentRun, pdf_path: Path) -> DocumentRun:
+    """A task's outcome made whole again from its stored record, under the identity of the input
+    as given (its path, book and pair ids); a failed outcome has nothing stored."""
+    if outcome.failed or not outcome.directory:
+        return relabel(outcome.model_copy(), Path(pdf_path))
+    run = read_document_run(Path(outcome.directory))
+    run = run.model_copy(update={key: getattr(outcome, key) for key in ("status", "errors", "seconds", "cached")})
+    return relabel(run, Path(pdf_path))
 
 
 # ---------------------------------------------------------------------------- builds
@@ -390,8 +432,10 @@ __all__ = [
     "Status",
     "cache_key",
     "load_build",
+    "outcome_only",
     "process_document",
     "publish_build",
     "record_build",
     "run_build",
+    "with_stored_contents",
 ]

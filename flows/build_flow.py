@@ -2,7 +2,8 @@
 
 `build_dataset` runs steps 1–3 as one task per PDF on the task runner the build options name
 (threads, processes, Dask or Ray), reports a bad PDF without stopping the others, records the
-build (review queue) and publishes it, handing the typed record straight on. Caching is the
+build (review queue) and publishes it. A task hands back its PDF's outcome only; the record
+itself is read from the work directory, which every worker shares. Caching is the
 build's own (one record per PDF keyed by content, step options and the steps' code version):
 Prefect persists no task results. `publish_manifest` publishes a recorded build later (after
 review); both emit `mmretinal.manifest.published`.
@@ -16,6 +17,7 @@ prefect_env.apply_defaults()
 
 import os  # noqa: E402 - Prefect reads its settings from the environment on import
 import time  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -34,10 +36,13 @@ from curation.build import (  # noqa: E402
     PublishSummary,
     RunnerOptions,
     load_build,
+    outcome_only,
     process_document,
     publish_build,
     record_build,
+    with_stored_contents,
 )
+from flows.build_progress import PageProgress  # noqa: E402
 from flows.artifacts import (  # noqa: E402
     artifact_key,
     publish_build_artifacts,
@@ -76,7 +81,7 @@ def make_task_runner(options: RunnerOptions | None = None) -> TaskRunner:
     try:
         from prefect_ray import RayTaskRunner
     except ImportError as exc:
-        raise ValueError("task runner 'ray' needs prefect-ray: pip install prefect-ray") from exc
+        raise ValueError("task runner 'ray' needs prefect-ray: pip install 'mm-retinal[ray]'") from exc
     return RayTaskRunner()
 
 
@@ -107,14 +112,21 @@ def retry_on_transient(task_: Any, task_run: Any, state: State) -> bool:
     retry_delay_seconds=[1, 5],
     retry_condition_fn=retry_on_transient,
 )
-def process_pdf_task(pdf: Path, options: BuildOptions) -> DocumentRun:
+def process_pdf_task(pdf: Path, options: BuildOptions, progress_dir: Path | None = None) -> DocumentRun:
     """Steps 1–3 for one PDF. A bad PDF comes back with status 'failed' (not retried); a bad page
-    or panel with status 'partial'; a transient read error is raised and retried."""
+    or panel with status 'partial'; a transient read error is raised and retried.
+
+    Runs anywhere the work directory is reachable at the same path (a thread, a process, a Dask
+    or Ray worker on another host): the inputs are absolute paths and the options, the record and
+    images go to the work directory keyed by content, and what comes back is the run's outcome
+    without its contents (`outcome_only`). With `progress_dir`, pages done are written there."""
     logger = get_run_logger()
     prefect_env.attach_pipeline_loggers()
     pdf = Path(pdf)
+    progress = PageProgress(progress_dir, pdf) if progress_dir is not None else None
     started = time.perf_counter()
-    run = process_document(pdf, options)
+    with progress or nullcontext():
+        run = process_document(pdf, options, on_page=progress)
     seconds = time.perf_counter() - started
     if run.failed:
         logger.error("%s: FAILED: %s", pdf.name, run.error)
@@ -125,25 +137,38 @@ def process_pdf_task(pdf: Path, options: BuildOptions) -> DocumentRun:
             "%s: %s, %d pages, %d figures, %d pairs (%d queued), %d rejects, %s in %.2fs",
             pdf.name, run.status.value, run.page_count, run.figures, len(run.pairs), queued, len(run.rejects), source, seconds,
         )
-    return run
+    return outcome_only(run)
 
 
 def outcome_of(pdf: Path, future: PrefectFuture) -> DocumentRun:
-    """A finished task's run; a task that failed outright becomes a failed run with the reason."""
+    """A finished task's run, read back whole from the work directory under the input's name;
+    a task that failed outright becomes a failed run with the reason."""
     future.wait()
     state = future.state
     if state.is_completed():
-        return state.result()
+        outcome = state.result()
+        try:
+            return with_stored_contents(outcome, pdf)
+        except (OSError, ValueError) as exc:
+            return new_run(pdf).fail(
+                f"the task's record {outcome.directory} cannot be read here ({type(exc).__name__}); "
+                "is the work directory shared with the workers at the same path?"
+            )
     error = state.result(raise_on_failure=False)
     reason = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else (state.message or state.name)
     return new_run(pdf).fail(f"task {state.name}: {reason}")
 
 
 @flow(name="process-documents", log_prints=False)
-def process_documents(pdfs: list[Path], options: BuildOptions, progress_id: Any = None) -> list[DocumentRun]:
-    """Steps 1–3 for each PDF as one task on this flow's task runner; runs in input order."""
+def process_documents(
+    pdfs: list[Path], options: BuildOptions, progress_id: Any = None, progress_dir: Path | None = None
+) -> list[DocumentRun]:
+    """Steps 1–3 for each PDF as one task on this flow's task runner; runs in input order.
+
+    Tasks get absolute paths (theirs may be another process's or host's working directory)."""
     logger = get_run_logger()
-    futures = [(pdf, process_pdf_task.submit(pdf, options)) for pdf in pdfs]
+    task_options = options.with_absolute_paths()
+    futures = [(pdf, process_pdf_task.submit(pdf.absolute(), task_options, progress_dir)) for pdf in pdfs]
     pdf_by_run = {future.task_run_id: pdf for pdf, future in futures}
     runs: dict[Path, DocumentRun] = {}
     for done, future in enumerate(as_completed([future for _, future in futures]), start=1):
@@ -182,6 +207,7 @@ def build_dataset(
     options: BuildOptions | None = None,
     publish: bool = True,
     review_url: str = DEFAULT_REVIEW_URL,
+    progress_dir: Path | None = None,
 ) -> BuildFlowResult:
     """Steps 1–3 per PDF in parallel (on `options.runner`), the review queue, and publishing.
 
@@ -190,6 +216,7 @@ def build_dataset(
         options: build options (dataset, work directory, registry, step options, runner, translation).
         publish: publish the build as the next version.
         review_url: base URL of the review page (`mmretinal review serve`), linked from the run.
+        progress_dir: where per-PDF tasks write their pages done (the terminal's progress bar).
     """
     logger = get_run_logger()
     prefect_env.attach_pipeline_loggers()
@@ -202,7 +229,7 @@ def build_dataset(
         0.0, key=artifact_key(options.dataset, "build-progress"), description=f"PDFs done of {len(pdf_paths)}"
     )
     runner = process_documents.with_options(task_runner=make_task_runner(options.runner))
-    documents = runner(pdf_paths, options, progress_id)
+    documents = runner(pdf_paths, options, progress_id, progress_dir)
     record = record_build_task(documents, options)
     artifacts = publish_build_artifacts(record, review_url)
     if record.failures:

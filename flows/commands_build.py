@@ -121,10 +121,15 @@ def register(app: typer.Typer) -> None:
         no_publish: bool = typer.Option(False, "--no-publish", help="Record the build (review queue) without publishing."),
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved options as YAML and stop."),
         allow_repaired: bool = typer.Option(False, "--allow-repaired", help=_help("allow_repaired")),
+        no_progress: bool = typer.Option(
+            False, "--no-progress", help="No live progress bar (it is shown only on a terminal anyway)."
+        ),
     ) -> None:
         """Run steps 1-4 on atlas PDFs as the Prefect flow `build-dataset` and publish a new version.
 
         Runs report to the Prefect server in $PREFECT_API_URL when set, else to a temporary local one.
+        On a terminal, a live bar shows pages done over all PDFs, OCR pages apart, the ETA and the
+        PDF being worked on.
         """
         from flows.options import options_yaml
 
@@ -136,7 +141,10 @@ def register(app: typer.Typer) -> None:
         if print_config:
             typer.echo(options_yaml(options), nl=False)
             return
+        import uuid
+
         from flows.build_flow import build_dataset
+        from flows.build_progress import build_progress
         from flows.prefect_env import console_without_tracebacks, quiet_client_loggers
 
         quiet_client_loggers()
@@ -147,7 +155,9 @@ def register(app: typer.Typer) -> None:
         files, refused = checked_pdf_inputs(pdfs)
         if not files:
             raise ValueError(f"nothing to build: none of the {len(pdfs)} input(s) is a readable PDF")
-        result = build_dataset(pdfs=files, options=options, publish=not no_publish)
+        progress_dir = (options.work_dir / "progress" / uuid.uuid4().hex).absolute()
+        with build_progress(files, options.extract, progress_dir, enabled=not no_progress) as shown_dir:
+            result = build_dataset(pdfs=files, options=options, publish=not no_publish, progress_dir=shown_dir)
         record = result.record
         print_build_summary(record, result.published, refused)
         if refused or record.failures or (result.published is None and not no_publish):

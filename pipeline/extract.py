@@ -838,6 +838,21 @@ def _scanned_page(
 
 
 OcrFactory = Callable[[], OcrEngine]
+PageCallback = Callable[[int, int], None]
+"""Called after each page of step 1 with (pages done, pages OCR'd so far)."""
+
+
+def needs_ocr(page: pymupdf.Page, options: ExtractOptions) -> bool:
+    """A page with (almost) no native text but images is a scan: its text comes from OCR."""
+    return len(page.get_text("text").strip()) < options.scanned_min_chars and bool(page.get_images())
+
+
+def count_pages(path: Path, options: ExtractOptions | None = None) -> tuple[int, int]:
+    """(pages, pages needing OCR) of a PDF without extracting it (a text-layer read per page);
+    raises what `pymupdf.open` raises for an unreadable file."""
+    options = options or ExtractOptions()
+    with pymupdf.open(path) as doc:
+        return doc.page_count, sum(needs_ocr(page, options) for page in doc)
 
 
 def extract_page(
@@ -851,8 +866,7 @@ def extract_page(
     """Step 1 on one page: blocks, columns, reading order, regions and parsed caption candidates."""
     page = doc.load_page(index)
     page_no = index + 1
-    native_chars = len(page.get_text("text").strip())
-    scanned = native_chars < options.scanned_min_chars and bool(page.get_images())
+    scanned = needs_ocr(page, options)
     skew = 0.0
     if scanned:
         blocks, regions, skew = _scanned_page(doc, page, page_no, bank, options, ocr_factory())
@@ -893,17 +907,24 @@ def extract_page(
 
 
 def extract_document(
-    doc: pymupdf.Document, run: DocumentRun, bank: ImageBank, options: ExtractOptions | None = None
+    doc: pymupdf.Document,
+    run: DocumentRun,
+    bank: ImageBank,
+    options: ExtractOptions | None = None,
+    on_page: PageCallback | None = None,
 ) -> DocumentRun:
     """Step 1 for an opened PDF, page by page so memory stays flat however long the book is.
 
     A page that fails is recorded (error naming the page, a `bad_page` reject) and the book goes
-    on as `partial`.
+    on as `partial`. `on_page` hears of each page done (a progress display).
     """
     options = options or ExtractOptions()
     engine: list[OcrEngine] = []
+    ocr_pages = 0
 
     def ocr_factory() -> OcrEngine:
+        nonlocal ocr_pages
+        ocr_pages += 1  # asked once per page that is OCR'd
         if not engine:
             engine.append(create_ocr_engine(options.ocr))
         return engine[0]
@@ -924,6 +945,8 @@ def extract_document(
             run.rejects.append(Reject(kind="bad_page", step="extract", page=index + 1, reason=reason))
         finally:
             pymupdf.TOOLS.store_shrink(100)  # drop cached page resources: memory stays flat
+        if on_page is not None:
+            on_page(index + 1, ocr_pages)
     run.ocr_engine = engine[0].name if engine else None
     _forget_running_decorations(run)
     run.seconds["extract"] = round(time.perf_counter() - started, 4)
