@@ -150,13 +150,18 @@ def figure_clusters(page: PageRecord, options: AlignOptions) -> list[Cluster]:
 
     # text between two regions keeps them apart, but not a panel letter printed under a panel
     text_boxes = [b.bbox for b in page.blocks if b.role in ("body", "caption") and len(b.text.strip()) > 12]
+    label_boxes = [b.bbox for b in page.blocks if b.role == "body" and 0 < len(b.text.strip()) <= 12]
     columns = [column_of(r.bbox, page.column_bounds) if page.column_bounds else 0 for r in regions]
     for i, a in enumerate(regions):
         for j in range(i + 1, len(regions)):
             b = regions[j]
             across = columns[i] != columns[j] and -1 not in (columns[i], columns[j])
             gap = options.cross_column_gap if across else options.cluster_gap
-            if _close(a.bbox, b.bbox, gap) and not _text_between(a.bbox, b.bbox, text_boxes) and not _captioned_apart(
+            # a row of panel letters under the panels widens the gap between rows of one figure
+            close = _close(a.bbox, b.bbox, gap) or (
+                _close(a.bbox, b.bbox, 2 * gap) and _labels_between(a.bbox, b.bbox, label_boxes)
+            )
+            if close and not _text_between(a.bbox, b.bbox, text_boxes) and not _captioned_apart(
                 a.bbox, b.bbox, page.captions
             ):
                 parent[find(i)] = find(j)
@@ -197,6 +202,18 @@ def _text_between(a: BBox, b: BBox, text_boxes: list[BBox]) -> bool:
     return False
 
 
+def _labels_between(a: BBox, b: BBox, label_boxes: list[BBox]) -> bool:
+    """Panel letters in the gap between two stacked (or side-by-side) regions: a label's box lies
+    mostly within the gap across it and overlaps the regions along it."""
+    if a[3] <= b[1] or b[3] <= a[1]:  # stacked
+        y0, y1 = sorted((min(a[3], b[3]), max(a[1], b[1])))
+        x0, x1 = min(a[0], b[0]), max(a[2], b[2])
+        return any(_overlap(t[1], t[3], y0, y1) >= 0.5 * (t[3] - t[1]) and _overlap(t[0], t[2], x0, x1) > 0 for t in label_boxes)
+    x0, x1 = sorted((min(a[2], b[2]), max(a[0], b[0])))
+    y0, y1 = min(a[1], b[1]), max(a[3], b[3])
+    return any(_overlap(t[0], t[2], x0, x1) >= 0.5 * (t[2] - t[0]) and _overlap(t[1], t[3], y0, y1) > 0 for t in label_boxes)
+
+
 def _reading_order(regions: list[FigureRegion]) -> list[FigureRegion]:
     """Rows top to bottom (a row: regions whose vertical centres are close), left to right."""
     rows: list[list[FigureRegion]] = []
@@ -224,7 +241,9 @@ def geometry_score(
 
     if group.page == cluster.page + 1:
         if group.top_of_page and k[3] >= 0.5 * page_height:
-            return 0.85, "caption at the top of the next page"
+            # below a caption right above a figure of its own page (0.85): that caption is the
+            # next page's figure's unless that figure has a better one
+            return 0.8, "caption at the top of the next page"
         return None
     if group.page != cluster.page:
         return None
@@ -466,6 +485,8 @@ def _assign_unnumbered(
             if _overlap(b[0], b[2], k[0], k[2]) < 0.3 * min(b[2] - b[0], k[2] - k[0]):
                 continue
             text = " ".join(block.text.split())
+            if sum(ch.isalnum() for ch in text) < 4:
+                continue  # panel letters printed under the panels, "(a) (b)", are not a caption
             lines = block.text.count("\n") + 1
             below, above = b[1] - k[3], k[1] - b[3]
             if side != "above" and -2 <= below <= options.unnumbered_reach and lines <= 3 and len(text) <= 200:

@@ -149,3 +149,41 @@ def test_shaded_code_listing_is_not_a_figure(tmp_path):
     run = _build(doc, tmp_path)
     assert [r.bbox for page_record in run.pages for r in page_record.regions] == []
     assert run.pairs == []
+
+
+def test_letters_under_the_panels_keep_the_rows_of_a_grid_together(tmp_path):
+    """A 2x2 grid with `(a) (b)` printed under the top row: the rows are further apart than
+    figures' parts usually are, and still one figure."""
+    rng = np.random.default_rng(8)
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    boxes = [(136, 514, 256, 612), (264, 514, 459, 612), (136, 640, 333, 739), (341, 640, 459, 739)]
+    for box in boxes:
+        width = int((box[2] - box[0]) * 2)
+        page.insert_image(pymupdf.Rect(box), stream=_png(cv2.resize(cfp_image(rng, 256), (width, int((box[3] - box[1]) * 2)))))
+    page.insert_text((191, 624), "(a)", fontsize=9)
+    page.insert_text((356, 624), "(b)", fontsize=9)
+    page.insert_text((230, 751), "(c)", fontsize=9)
+    page.insert_text((396, 751), "(d)", fontsize=9)
+    page.insert_textbox(pymupdf.Rect(136, 760, 460, 800), "Figura 7.1: Edema macular. (a) Retinografía. (b) Angiografía. "
+                        "(c) Retinografía tardía. (d) Angiografía tardía.", fontsize=8)
+    run = _build(doc, tmp_path)
+    assert sorted(p.panel for p in run.pairs) == ["A", "B", "C", "D"]
+    assert {p.figure_id for p in run.pairs} == {"7-1"}
+
+
+def test_caption_above_a_figure_at_the_top_of_a_page_is_that_figures(tmp_path):
+    """Page 1 ends with a figure under its caption; page 2 opens with the next caption above the
+    next figure: each figure keeps the caption right above it."""
+    rng = np.random.default_rng(9)
+    doc = pymupdf.open()
+    first = doc.new_page(width=595, height=842)
+    first.insert_textbox(pymupdf.Rect(56, 60, 540, 600), "The retina was examined after pupil dilation. " * 60, fontsize=10)
+    first.insert_text((320, 690), "FIGURE 2-2. Choroidal neovascularisation.", fontsize=9)
+    first.insert_image(pymupdf.Rect(320, 709, 520, 800), stream=_png(cv2.resize(cfp_image(rng, 256), (400, 182))))
+    second = doc.new_page(width=595, height=842)
+    second.insert_text((90, 80), "FIGURE 2-3. Diabetic macular oedema.", fontsize=9)
+    second.insert_image(pymupdf.Rect(90, 97, 505, 414), stream=_png(cv2.resize(cfp_image(rng, 256), (830, 634))))
+    second.insert_textbox(pymupdf.Rect(56, 434, 540, 800), "Treatment was started within two weeks. " * 40, fontsize=10)
+    run = _build(doc, tmp_path)
+    assert sorted((p.page, p.figure_id) for p in run.pairs) == [(1, "2-2"), (2, "2-3")]
