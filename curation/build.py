@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from curation.review_store import ReviewStore, content_key
 from foundation.documents import read_document_run, write_document_run
-from foundation.files import write_atomic
+from foundation.files import atomic_path, sha256_file, write_atomic
 from foundation.records import REVIEWABLE_REJECTS, DocumentRun, Pair, Status
 from pipeline import __version__, code_version
 from pipeline.align import AlignOptions, align_document
@@ -61,6 +61,15 @@ class RunnerOptions(BaseModel):
     dask_address: str | None = Field(
         None, description="Dask scheduler address (tcp://host:8786); default: start a local cluster."
     )
+    stage_inputs: bool | None = Field(
+        None,
+        description="Copy each input PDF into <work_dir>/inputs/<sha256>/ before its task runs, so workers "
+        "read it from the shared work directory, not from this host's paths (default: on for dask and ray).",
+    )
+
+    @property
+    def staging(self) -> bool:
+        return self.stage_inputs if self.stage_inputs is not None else self.kind in ("dask", "ray")
 
 
 class BuildOptions(BaseModel):
@@ -238,6 +247,22 @@ def outcome_only(run: DocumentRun) -> DocumentRun:
     stored in `run.directory` (the work directory, keyed by content). Small to send between
     processes and hosts, whatever the size of the book."""
     return run.model_copy(update={"pages": [], "pairs": [], "rejects": []})
+
+
+def stage_input(pdf_path: Path, work_dir: Path) -> Path:
+    """The input's bytes in the shared work directory, under its content hash and its own file
+    name (which the book's identity comes from): `<work_dir>/inputs/<sha256>/<name>`. Copied once,
+    atomically; an input that cannot be read is left where it is, for its task to fail on."""
+    pdf_path = Path(pdf_path).absolute()
+    try:
+        staged = Path(work_dir).absolute() / "inputs" / sha256_file(pdf_path) / pdf_path.name
+        if not staged.is_file():
+            with atomic_path(staged) as temp:
+                shutil.copyfile(pdf_path, temp)
+        return staged
+    except OSError as exc:
+        log.debug("%s: not staged (%s)", pdf_path, exc)
+        return pdf_path
 
 
 def with_stored_contents(outcome: DocumentRun, pdf_path: Path) -> DocumentRun:

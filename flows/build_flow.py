@@ -40,6 +40,7 @@ from curation.build import (  # noqa: E402
     process_document,
     publish_build,
     record_build,
+    stage_input,
     with_stored_contents,
 )
 from flows.build_progress import PageProgress  # noqa: E402
@@ -112,18 +113,21 @@ def retry_on_transient(task_: Any, task_run: Any, state: State) -> bool:
     retry_delay_seconds=[1, 5],
     retry_condition_fn=retry_on_transient,
 )
-def process_pdf_task(pdf: Path, options: BuildOptions, progress_dir: Path | None = None) -> DocumentRun:
+def process_pdf_task(
+    pdf: Path, options: BuildOptions, progress_dir: Path | None = None, progress_name: Path | None = None
+) -> DocumentRun:
     """Steps 1–3 for one PDF. A bad PDF comes back with status 'failed' (not retried); a bad page
     or panel with status 'partial'; a transient read error is raised and retried.
 
     Runs anywhere the work directory is reachable at the same path (a thread, a process, a Dask
     or Ray worker on another host): the inputs are absolute paths and the options, the record and
     images go to the work directory keyed by content, and what comes back is the run's outcome
-    without its contents (`outcome_only`). With `progress_dir`, pages done are written there."""
+    without its contents (`outcome_only`). With `progress_dir`, pages done are written there,
+    under `progress_name` (the input as the build host named it) when given."""
     logger = get_run_logger()
     prefect_env.attach_pipeline_loggers()
     pdf = Path(pdf)
-    progress = PageProgress(progress_dir, pdf) if progress_dir is not None else None
+    progress = PageProgress(progress_dir, Path(progress_name or pdf)) if progress_dir is not None else None
     started = time.perf_counter()
     with progress or nullcontext():
         run = process_document(pdf, options, on_page=progress)
@@ -165,10 +169,14 @@ def process_documents(
 ) -> list[DocumentRun]:
     """Steps 1–3 for each PDF as one task on this flow's task runner; runs in input order.
 
-    Tasks get absolute paths (theirs may be another process's or host's working directory)."""
+    Tasks get absolute paths (theirs may be another process's or host's working directory); on a
+    cluster (`runner.staging`) the path of the input's copy in the shared work directory."""
     logger = get_run_logger()
     task_options = options.with_absolute_paths()
-    futures = [(pdf, process_pdf_task.submit(pdf.absolute(), task_options, progress_dir)) for pdf in pdfs]
+    futures = []
+    for pdf in pdfs:
+        source = stage_input(pdf, task_options.work_dir) if options.runner.staging else pdf.absolute()
+        futures.append((pdf, process_pdf_task.submit(source, task_options, progress_dir, pdf.absolute())))
     pdf_by_run = {future.task_run_id: pdf for pdf, future in futures}
     runs: dict[Path, DocumentRun] = {}
     for done, future in enumerate(as_completed([future for _, future in futures]), start=1):

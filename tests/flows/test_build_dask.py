@@ -67,6 +67,11 @@ def test_two_dask_workers_publish_the_same_content_as_threads(thread_build, clus
     assert dask.record.build_id == threads.record.build_id
     assert dask.published.n_pairs == threads.published.n_pairs > 0
     assert dask.published.fingerprint == threads.published.fingerprint
+    # the workers read the inputs from the shared work directory, by content hash
+    from foundation.files import sha256_file
+
+    staged = {path.parent.name: path.name for path in (dask_root / "work" / "inputs").glob("*/*.pdf")}
+    assert staged == {sha256_file(pdf): pdf.name for pdf in sample_atlas.pdfs}
 
 
 def test_dask_without_an_address_starts_a_local_cluster(thread_build, cluster, sample_atlas, dask_root: Path) -> None:
