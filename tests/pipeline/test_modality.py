@@ -74,11 +74,66 @@ def test_caption_sets_icga_sublabel():
 def test_caption_makes_a_grey_fundus_a_red_free_photograph():
     image = _panel("red_free", 5)
     alone = classify_modality(image)
-    assert alone.modality == "CFP", "a grey fundus with no caption is read as a red-free colour photograph"
+    assert alone.modality == "other", "a grey fundus with no caption may be red-free, infrared or autofluorescence"
+    assert alone.image_probabilities["grey_fundus"] == max(alone.image_probabilities.values())
     assert classify_modality(image, "Fundus autofluorescence of the macula.").modality == "other"
     result = classify_modality(image, "无赤光眼底像示视网膜神经纤维层缺损")
     assert (result.modality, result.sublabel) == ("CFP", "red-free")
     assert classify_modality(image, "Red-free photograph of the left eye.").sublabel == "red-free"
+    assert classify_modality(image, "Retinografía aneritra del ojo izquierdo.").sublabel == "red-free"
+
+
+def test_infrared_slo_caption_marks_a_retinal_other():
+    result = classify_modality(synthetic_images.infrared_fundus_image(np.random.default_rng(2), 256), "Infrared SLO image of the macula.")
+    assert (result.modality, result.sublabel) == ("other", "SLO")
+
+
+def test_oct_viewer_screenshot_with_its_fundus_localiser_is_oct():
+    outcomes = [classify_modality(_panel("oct_viewer", seed, height=300)).modality for seed in range(6)]
+    assert outcomes.count("OCT") >= 5, outcomes
+
+
+@pytest.mark.parametrize("kind", ["micrograph", "engraving", "chart", "diagram"])
+def test_non_retinal_figures_are_other_and_not_retinal_looking(kind):
+    for seed in range(4):
+        result = classify_modality(_panel(kind, 40 + seed, height=260))
+        assert result.modality == "other", (kind, seed, result.reasons)
+
+
+def test_the_scikit_image_fundus_photograph_is_cfp():
+    from skimage import data
+
+    result = classify_modality(data.retina())
+    assert result.modality == "CFP" and not result.needs_review
+
+
+def _run_with(images: dict[str, np.ndarray], tmp_path):
+    from foundation.records import DocumentRun, Pair
+
+    run = DocumentRun(pdf="book.pdf", book="book")
+    for index, (name, image) in enumerate(images.items()):
+        path = tmp_path / f"{name}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        run.pairs.append(Pair(pair_id=f"book/{index}/-", book="book", source_pdf="book.pdf", source_pdf_sha256="0" * 64, page=1,
+                              bbox=(0, 0, 100, 100), figure_id=str(index), image_sha256="0" * 64, image_file=str(path),
+                              caption_en=f"Figure {index}.", review_status="auto_accepted"))
+    return run
+
+
+def test_document_keeps_retinal_panels_classed_other_for_review_and_rejects_non_retinal(tmp_path):
+    from pipeline.modality import classify_document
+
+    rng = np.random.default_rng(8)
+    images = {
+        "infrared": synthetic_images.infrared_fundus_image(rng, 256),
+        "chart": synthetic_images.chart_image(rng, 256),
+        "oct": synthetic_images.oct_image(rng, (480, 200)),
+    }
+    run = classify_document(_run_with(images, tmp_path), lambda file: cv2.imread(file)[:, :, ::-1])
+    kept = {pair.figure_id: pair for pair in run.pairs}
+    assert kept["0"].modality == "other" and kept["0"].review_status == "queued", "a grey fundus is never dropped unseen"
+    assert "1" not in kept and any(r.kind == "non_retinal_figure" and r.figure_id == "1" for r in run.rejects)
+    assert kept["2"].modality == "OCT" and kept["2"].review_status == "auto_accepted"
 
 
 def test_octa_caption_is_not_read_as_oct_and_marks_other():
