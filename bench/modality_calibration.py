@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import sys
@@ -51,11 +52,12 @@ from pipeline.modality import (  # noqa: E402
 )
 
 IMAGE_CLASSES = ("CFP", "FFA", "OCT", "grey_fundus", "other")
-REPORTED_AS = {"CFP": "CFP", "FFA": "FFA", "OCT": "OCT", "grey_fundus": "other", "other": "other"}
+REPORTED_AS = {"CFP": "CFP", "FFA": "FFA", "OCT": "OCT", "grey_fundus": "CFP", "other": "other"}
+"""A grey fundus with no caption cue is read as a red-free photograph (atlases print red-free far more often than SLO)."""
 FOLDER_LABELS = {"cfp": "CFP", "ffa": "FFA", "oct": "OCT", "other": "other"}
 SOURCE_KINDS = {
     # kind named in SOURCES.md ("what it is" up to the colon): (image class to fit, or None; accepted modalities; retinal)
-    "nonffa_grayscale": ("grey_fundus", {"other"}, True),
+    "nonffa_grayscale": ("grey_fundus", {"CFP", "other"}, True),
     "octa_enface": (None, {"other"}, True),
     "uwf_pseudocolor_slo": ("CFP", {"CFP", "other"}, True),
 }
@@ -63,6 +65,20 @@ PACKAGE_IMAGES = (
     # scikit-image's bundled pictures: real photographs, micrographs, scans and drawings, none retinal
     "astronaut", "brick", "camera", "cat", "cell", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass",
     "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "moon", "page", "rocket", "shepp_logan_phantom", "text",
+)
+PACKAGE_FILES = (
+    # (Python package or absolute folder, glob): photographs, plots, UI screenshots, diagrams and
+    # device illustrations shipped with installed Python and Debian packages, none retinal
+    ("matplotlib", "mpl-data/sample_data/*.jpg"),
+    ("matplotlib", "mpl-data/sample_data/*.png"),
+    ("sklearn", "datasets/images/*.jpg"),
+    ("networkx", "drawing/tests/baseline/*.png"),
+    ("skimage", "data/motorcycle_left.png"),
+    ("skimage", "data/color.png"),
+    ("/usr/share/doc/nodejs/contributing/doc_img", "*.png"),
+    ("/usr/share/doc/valgrind/html/images", "*.png"),
+    ("/usr/share/info", "*.png"),
+    ("/usr/share/icons/Adwaita/512x512/devices", "*.png"),
 )
 ACCEPT_TARGET = 0.99
 
@@ -78,6 +94,7 @@ SYNTHETIC_KINDS: dict[str, tuple[str, str, str | None, list[str | None]]] = {
     "slit_lamp": ("other", "other", None, ["裂隙灯照相示前房积血", "Slit-lamp photograph.", None]),
     "logo": ("other", "other", None, [None]),
     "infrared_fundus": ("grey_fundus", "other", "SLO", ["Infrared SLO image of the macula.", "红外眼底像", None]),
+    "oct_annotated": ("OCT", "OCT", None, ["Segmentation of the retinal layers.", "OCT示视网膜分层", None]),
     "oct_viewer": ("OCT", "OCT", None, ["Main window with the B-scan and the fundus image.", "OCT viewer.", None]),
     "micrograph": ("other", "other", None, ["Confocal images of cultured astrocytes.", None]),
     "engraving": ("other", "other", None, ["THEY WALKED ALONG.", None]),
@@ -142,7 +159,8 @@ def load_folder(folder: Path) -> list[Labelled]:
 
 
 def load_package_images() -> list[Labelled]:
-    """scikit-image's bundled non-retinal pictures (no download needed)."""
+    """Non-retinal pictures shipped with installed packages (scikit-image, matplotlib, scikit-learn,
+    networkx, Debian documentation and icons): no download needed, absent ones are skipped."""
     from skimage import data
 
     samples = []
@@ -156,6 +174,25 @@ def load_package_images() -> list[Labelled]:
             image = np.repeat(image[:, :, None], 3, axis=2)
         image = image[:, :, :3].astype(np.uint8) if image.dtype == np.uint8 else (np.clip(image, 0, 1) * 255).astype(np.uint8)[:, :, :3]
         samples.append(Labelled(f"skimage/{name}", image, "other", {"other"}, False))
+    for root, pattern in PACKAGE_FILES:
+        if root.startswith("/"):
+            folder = Path(root)
+        else:
+            spec = importlib.util.find_spec(root)
+            if spec is None or spec.origin is None:
+                continue
+            folder = Path(spec.origin).parent
+        for path in sorted(folder.glob(pattern))[:8]:
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if image is None or min(image.shape[:2]) < 64:
+                continue
+            if image.ndim == 2:
+                image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+            elif image.shape[2] == 4:
+                alpha = image[:, :, 3:4].astype(np.float32) / 255.0
+                image = (image[:, :, :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+            image = cv2.resize(image, None, fx=min(1.0, 768 / max(image.shape[:2])), fy=min(1.0, 768 / max(image.shape[:2])), interpolation=cv2.INTER_AREA)
+            samples.append(Labelled(f"{folder.name}/{path.name}", np.ascontiguousarray(image[:, :, ::-1]), "other", {"other"}, False))
     return samples
 
 
@@ -174,7 +211,7 @@ def embed_like_pdf(image: np.ndarray, rng: np.random.Generator, scale: float | N
 
 def synthetic_size(kind: str, rng: np.random.Generator) -> tuple[int, int]:
     height = int(rng.integers(200, 520))
-    if kind == "oct":
+    if kind in ("oct", "oct_annotated"):
         return int(height * rng.uniform(1.4, 3.0)), height
     if kind == "logo":
         return int(height * rng.uniform(1.5, 3.0)), height
@@ -334,11 +371,11 @@ def _retinal_share(result) -> float:
     return sum(p for name, p in result.image_probabilities.items() if name != "other")
 
 
-def report_reliability(decisions: list[tuple[set[str], bool, object]], options: ModalityOptions) -> dict[str, float | None]:
+def report_reliability(decisions: list[tuple[set[str], bool, object]], options: ModalityOptions, title: str) -> dict[str, float | None]:
     """Accuracy by confidence bin for retinal modalities (what may be auto-accepted) and for
     'other' read as non-retinal (what may be auto-rejected); the lowest thresholds that keep
     each >= 99 % right."""
-    print("\n== reliability of the confidence (real leave-one-out + synthetic evaluation)")
+    print(f"\n== reliability of the confidence ({title})")
     accepted = [(result.confidence, result.modality in truth) for truth, _, result in decisions if result.modality != "other"]
     rejected = [
         (result.confidence, not retinal)
@@ -429,16 +466,18 @@ def main() -> None:
     )
     evaluate(
         "synthetic panels after PDF-like embedding, with captions",
-        [(SYNTHETIC_KINDS[kind][1], f"{kind} {caption!r}", image, caption) for kind, _, image, caption in evaluation],
+        [(SYNTHETIC_KINDS[kind][1] if caption else REPORTED_AS[image_class], f"{kind} {caption!r}", image, caption)
+         for kind, image_class, image, caption in evaluation],
         with_caption,
     )
     if leave_one_out:
         decisions = [(sample.accepted, sample.retinal, result) for sample, result in leave_one_out]
+        report_reliability(decisions, options, "real images, leave-one-out only")
         for kind, image_class, image, caption in evaluation:
             for text in (None, caption):
                 truth = SYNTHETIC_KINDS[kind][1] if text is not None else REPORTED_AS[image_class]
                 decisions.append(({truth}, image_class != "other", classify_modality(image, text, options)))
-        chosen = report_reliability(decisions, options)
+        chosen = report_reliability(decisions, options, "real leave-one-out + synthetic evaluation, image only and with captions")
         print(f"  chosen thresholds: {chosen} (ModalityOptions defaults: review_threshold={options.review_threshold}, "
               f"non_retinal_confidence={options.non_retinal_confidence}, retinal_looking_threshold={options.retinal_looking_threshold})")
     sublabel_hits = [

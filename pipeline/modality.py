@@ -53,6 +53,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "coarse_contrast",
     "hue_entropy",
     "tone_separability",
+    "blue_red_log_ratio",
+    "straight_edge_fraction",
 )
 
 FEATURE_PHRASES: dict[str, tuple[str, str]] = {
@@ -76,6 +78,8 @@ FEATURE_PHRASES: dict[str, tuple[str, str]] = {
     "coarse_contrast": ("clear large-scale structure", "little large-scale structure"),
     "hue_entropy": ("many different hues (pseudocolour, chart)", "one hue family"),
     "tone_separability": ("two-tone ink and paper", "continuous tones"),
+    "blue_red_log_ratio": ("blue as strong as red", "little blue (fundus light)"),
+    "straight_edge_fraction": ("edges on long straight lines (drawn, man-made)", "curved or no edges"),
 }
 
 
@@ -264,6 +268,21 @@ def extract_features(image: np.ndarray, max_side: int = 256) -> dict[str, float]
     else:
         tone_separability = 1.0
 
+    # The fundus reflects little blue; photographs of people and things, plots and screens do.
+    blue_red_log_ratio = math.log((_masked_mean(blue, content) + 0.02) / (_masked_mean(red, content) + 0.02))
+
+    # Drawn and man-made things (charts, diagrams, windows, devices) have edges on long straight
+    # lines; vessels and the disc are curved. (An OCT's layers are long too: the model weighs it.)
+    edges = cv2.Canny((luminance * 255.0).astype(np.uint8), 50, 150)
+    straight_edge_fraction = 0.0
+    if edges.any():
+        segments = cv2.HoughLinesP(edges, 1, np.pi / 180, 30, minLineLength=max(12, min(height, width) // 8), maxLineGap=2)
+        if segments is not None:
+            drawn = np.zeros_like(edges)
+            for x0, y0, x1, y1 in segments[:, 0]:
+                cv2.line(drawn, (int(x0), int(y0)), (int(x1), int(y1)), 255, 2)
+            straight_edge_fraction = float(((drawn > 0) & (edges > 0)).sum() / (edges > 0).sum())
+
     return {
         "white_fraction": float(white.mean()),
         "black_fraction": float(black.mean()),
@@ -285,6 +304,8 @@ def extract_features(image: np.ndarray, max_side: int = 256) -> dict[str, float]
         "coarse_contrast": coarse_contrast,
         "hue_entropy": hue_entropy,
         "tone_separability": float(tone_separability),
+        "blue_red_log_ratio": blue_red_log_ratio,
+        "straight_edge_fraction": straight_edge_fraction,
     }
 
 

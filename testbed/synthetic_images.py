@@ -222,6 +222,26 @@ _OCT_LAYERS = (
 
 def oct_image(rng: np.random.Generator, size: Size) -> np.ndarray:
     """An OCT B-scan: dark ground, curved horizontal bright/dark layers, foveal dip, speckle."""
+    return _oct_scan(rng, size)[0]
+
+
+def annotated_oct_image(rng: np.random.Generator, size: Size) -> np.ndarray:
+    """An OCT B-scan with segmentation results drawn on it: coloured lines along layer boundaries."""
+    image, inner_surface, outer_surface = _oct_scan(rng, size)
+    image = image.copy()
+    width = image.shape[1]
+    xs = np.arange(width, dtype=np.int32)
+    palette = ((230, 40, 40), (40, 200, 60), (60, 90, 240), (240, 220, 40), (240, 60, 220), (40, 220, 230))
+    for index in rng.choice(len(palette), size=int(rng.integers(2, 6)), replace=False):
+        depth = float(rng.uniform(-0.02, 1.0))
+        boundary = inner_surface + depth * (outer_surface - inner_surface)
+        points = np.stack([xs, boundary.astype(np.int32)], axis=1).reshape(-1, 1, 2)
+        cv2.polylines(image, [points], False, palette[int(index)], max(1, image.shape[0] // 200), cv2.LINE_AA)
+    return image
+
+
+def _oct_scan(rng: np.random.Generator, size: Size) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The B-scan and its inner and outer retinal surfaces (row per column)."""
     width, height = _width_height(size)
     xs = np.arange(width, dtype=np.float32)
     fovea_x = width * float(rng.uniform(0.4, 0.6))
@@ -239,7 +259,7 @@ def oct_image(rng: np.random.Generator, size: Size) -> np.ndarray:
     speckle = rng.gamma(shape=2.0, scale=0.5, size=(height, width)).astype(np.float32)
     image = 235.0 * reflectivity * speckle
     image = cv2.GaussianBlur(image, (0, 0), sigmaX=1.2, sigmaY=0.6)
-    return _to_rgb(image)
+    return _to_rgb(image), inner_surface, outer_surface
 
 
 _DIAGRAM_LABELS = ("Cornea", "Lens", "Iris", "Retina", "Choroid", "Sclera", "Optic nerve", "Fovea", "Vitreous")
@@ -377,8 +397,15 @@ def oct_viewer_image(rng: np.random.Generator, size: Size) -> np.ndarray:
     margin = max(4, width // 60)
     side = min(height - top - margin * 2, (width - 3 * margin) // 2)
     oct_width = width - 3 * margin - side
-    canvas[top : top + side, margin : margin + oct_width] = oct_image(rng, (oct_width, side))
+    scan = annotated_oct_image if rng.random() < 0.5 else oct_image
+    canvas[top : top + side, margin : margin + oct_width] = scan(rng, (oct_width, side))
     fundus = infrared_fundus_image(rng, side)
+    if rng.random() < 0.4:  # a thickness map laid over the fundus
+        heat = cv2.applyColorMap((255 * _smooth_noise(rng, side, side, 4)).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
+        square = np.zeros((side, side), dtype=np.float32)
+        quarter = side // 4
+        square[quarter : side - quarter, quarter : side - quarter] = 0.5
+        fundus = (fundus * (1 - square[:, :, None]) + heat * square[:, :, None]).astype(np.uint8)
     line_y = int(side * rng.uniform(0.3, 0.7))
     cv2.line(fundus, (side // 8, line_y), (side * 7 // 8, line_y), (80, 220, 80), max(1, side // 150))
     canvas[top : top + side, 2 * margin + oct_width : 2 * margin + oct_width + side] = fundus
@@ -426,6 +453,7 @@ GENERATORS = {
     "ffa": ffa_image,
     "icga": icga_image,
     "oct": oct_image,
+    "oct_annotated": annotated_oct_image,
     "diagram": diagram_image,
     "chart": chart_image,
     "slit_lamp": slit_lamp_image,

@@ -74,7 +74,7 @@ def test_caption_sets_icga_sublabel():
 def test_caption_makes_a_grey_fundus_a_red_free_photograph():
     image = _panel("red_free", 5)
     alone = classify_modality(image)
-    assert alone.modality == "other", "a grey fundus with no caption may be red-free, infrared or autofluorescence"
+    assert alone.modality == "CFP", "a grey fundus with no caption is read as a red-free colour photograph"
     assert alone.image_probabilities["grey_fundus"] == max(alone.image_probabilities.values())
     assert classify_modality(image, "Fundus autofluorescence of the macula.").modality == "other"
     result = classify_modality(image, "无赤光眼底像示视网膜神经纤维层缺损")
@@ -94,7 +94,7 @@ def test_oct_viewer_screenshot_with_its_fundus_localiser_is_oct():
 
 
 @pytest.mark.parametrize("kind", ["micrograph", "engraving", "chart", "diagram"])
-def test_non_retinal_figures_are_other_and_not_retinal_looking(kind):
+def test_non_retinal_figures_are_other(kind):
     for seed in range(4):
         result = classify_modality(_panel(kind, 40 + seed, height=260))
         assert result.modality == "other", (kind, seed, result.reasons)
@@ -107,16 +107,16 @@ def test_the_scikit_image_fundus_photograph_is_cfp():
     assert result.modality == "CFP" and not result.needs_review
 
 
-def _run_with(images: dict[str, np.ndarray], tmp_path):
+def _run_with(panels: dict[str, tuple[np.ndarray, str]], tmp_path):
     from foundation.records import DocumentRun, Pair
 
     run = DocumentRun(pdf="book.pdf", book="book")
-    for index, (name, image) in enumerate(images.items()):
+    for index, (name, (image, caption)) in enumerate(panels.items()):
         path = tmp_path / f"{name}.png"
         cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         run.pairs.append(Pair(pair_id=f"book/{index}/-", book="book", source_pdf="book.pdf", source_pdf_sha256="0" * 64, page=1,
                               bbox=(0, 0, 100, 100), figure_id=str(index), image_sha256="0" * 64, image_file=str(path),
-                              caption_en=f"Figure {index}.", review_status="auto_accepted"))
+                              caption_en=caption, review_status="auto_accepted"))
     return run
 
 
@@ -124,15 +124,19 @@ def test_document_keeps_retinal_panels_classed_other_for_review_and_rejects_non_
     from pipeline.modality import classify_document
 
     rng = np.random.default_rng(8)
-    images = {
-        "infrared": synthetic_images.infrared_fundus_image(rng, 256),
-        "chart": synthetic_images.chart_image(rng, 256),
-        "oct": synthetic_images.oct_image(rng, (480, 200)),
+    panels = {
+        "slo": (synthetic_images.infrared_fundus_image(rng, 256), "Figure 0. Infrared SLO image of the macula."),
+        "chart": (synthetic_images.chart_image(rng, 256), "Figure 1. Visual acuity by year."),
+        "oct": (synthetic_images.oct_image(rng, (480, 200)), "Figure 2."),
+        "micrograph": (synthetic_images.micrograph_image(rng, 256), "Figure 3."),
     }
-    run = classify_document(_run_with(images, tmp_path), lambda file: cv2.imread(file)[:, :, ::-1])
+    run = classify_document(_run_with(panels, tmp_path), lambda file: cv2.imread(file)[:, :, ::-1])
     kept = {pair.figure_id: pair for pair in run.pairs}
-    assert kept["0"].modality == "other" and kept["0"].review_status == "queued", "a grey fundus is never dropped unseen"
-    assert "1" not in kept and any(r.kind == "non_retinal_figure" and r.figure_id == "1" for r in run.rejects)
+    slo = kept["0"]
+    assert (slo.modality, slo.modality_sublabel, slo.review_status) == ("other", "SLO", "queued"), "a retinal 'other' is never dropped unseen"
+    assert any(r.kind == "retinal_looking_other" and r.figure_id == "0" for r in run.rejects)
+    for figure_id in ("1", "3"):
+        assert figure_id not in kept and any(r.kind == "non_retinal_figure" and r.figure_id == figure_id for r in run.rejects)
     assert kept["2"].modality == "OCT" and kept["2"].review_status == "auto_accepted"
 
 
