@@ -401,6 +401,18 @@ def report_reliability(decisions: list[tuple[set[str], bool, object]], options: 
         print(f"    lowest threshold with >= {ACCEPT_TARGET:.0%} right: {threshold}; at the current {key}={current:.2f}: {precision} right, "
               f"{len(above)}/{len(rows)} panels above it")
         chosen[key] = threshold
+    named = [(result.confidence, result.modality in truth) for truth, _, result in decisions
+             if result.modality != "other" and not result.needs_review and not any(r.startswith("caption: mentions") for r in result.reasons)]
+    for candidate in np.arange(0.6, 1.0, 0.05):
+        above = [right for confidence, right in named if confidence >= candidate]
+        if above and np.mean(above) >= ACCEPT_TARGET:
+            print(f"  image alone (no caption cue): >= {ACCEPT_TARGET:.0%} right from confidence {candidate:.2f} "
+                  f"({sum(above)}/{len(above)}); suggested image_only_accept for books that are not atlases")
+            break
+    auto = [result.modality in truth for truth, _, result in decisions if result.modality != "other" and not result.needs_review]
+    if auto:
+        print(f"  auto-accepted as decided (CFP/FFA/OCT, no review flag: caption cue at {options.review_threshold:.2f}, "
+              f"image alone at {options.image_only_accept:.2f}): {np.mean(auto):.4f} right ({sum(auto)}/{len(auto)})")
     return chosen
 
 

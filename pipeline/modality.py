@@ -98,6 +98,13 @@ class ModalityOptions(BaseModel):
         0.75, ge=0.0, le=1.0,
         description="A panel classed 'other' at least this confidently (and not retinal-looking) is a non-retinal figure: a reject, not a pair; below it, it goes to review.",
     )
+    image_only_accept: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Without a caption cue for its modality a panel is auto-accepted only at this confidence or more; 0 turns "
+        "it off. Real photographs, drawings and screenshots can look retinal to the image features: on books that are not "
+        "atlases 0.95 keeps image-only auto-accepts right (bench/modality_calibration.py), at the cost of queueing the many "
+        "atlas panels whose caption names the disease only.",
+    )
     oct_half_retinal: float = Field(
         0.5, ge=0.0, le=1.0,
         description="A panel whose image gives the retinal classes at least this probability, and is not read as OCT, is "
@@ -577,6 +584,9 @@ def classify_modality(
     needs_review = confidence < options.review_threshold or disagreement
     if confidence < options.review_threshold:
         reasons.append(f"confidence {confidence:.2f} below review threshold {options.review_threshold:.2f}")
+    elif modality != "other" and modality not in strongest_by_modality and confidence < options.image_only_accept:
+        needs_review = True
+        reasons.append(f"no caption cue for {modality} and image confidence {confidence:.2f} below {options.image_only_accept:.2f}")
     return ModalityResult(
         modality=modality,
         sublabel=sublabel,

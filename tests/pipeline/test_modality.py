@@ -127,7 +127,7 @@ def test_document_keeps_retinal_panels_classed_other_for_review_and_rejects_non_
     panels = {
         "slo": (synthetic_images.infrared_fundus_image(rng, 256), "Figure 0. Infrared SLO image of the macula."),
         "chart": (synthetic_images.chart_image(rng, 256), "Figure 1. Visual acuity by year."),
-        "oct": (synthetic_images.oct_image(rng, (480, 200)), "Figure 2."),
+        "oct": (synthetic_images.oct_image(rng, (480, 200)), "Figure 2. OCT shows subretinal fluid."),
         "micrograph": (synthetic_images.micrograph_image(rng, 256), "Figure 3."),
     }
     run = classify_document(_run_with(panels, tmp_path), lambda file: cv2.imread(file)[:, :, ::-1])
@@ -226,3 +226,16 @@ def test_greyscale_print_of_a_colour_photograph_follows_its_caption() -> None:
     assert result.modality == "CFP" and not result.needs_review
     assert any("greyscale" in reason for reason in result.reasons)
     assert classify_modality(colour, "Glaucoma. Colour fundus photograph shows an enlarged cup.").modality == "CFP"
+
+
+def test_without_a_caption_cue_only_a_very_confident_image_is_auto_accepted():
+    image = _panel("oct", 21)
+    alone = classify_modality(image, "Figure 4.")
+    named = classify_modality(image, "Figure 4. OCT of the macula.")
+    assert alone.modality == named.modality == "OCT"
+    assert not named.needs_review
+    assert not alone.needs_review, "by default the image alone may decide, as in atlases whose captions name the disease"
+    strict = classify_modality(image, "Figure 4.", ModalityOptions(image_only_accept=0.999))
+    assert strict.modality == "OCT" and strict.needs_review
+    assert any(reason.startswith("no caption cue for OCT") for reason in strict.reasons)
+    assert not classify_modality(image, "Figure 4. OCT of the macula.", ModalityOptions(image_only_accept=0.999)).needs_review
