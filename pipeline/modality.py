@@ -110,6 +110,9 @@ class ModalityOptions(BaseModel):
         description="A panel whose image gives the retinal classes at least this probability, and is not read as OCT, is "
         "also read half by half; an OCT half makes it OCT (device screenshots: B-scan beside its fundus).",
     )
+    oct_half_probability: float = Field(
+        0.6, ge=0.0, le=1.0, description="OCT probability a half must reach to make the panel OCT (see oct_half_retinal)."
+    )
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="JSON file with the fitted image-model parameters.")
     cues_path: Path = Field(DEFAULT_CUES_PATH, description="YAML file with caption cue patterns.")
 
@@ -477,7 +480,9 @@ def _oct_half(
         if min(part.shape[:2]) < 32:
             continue
         part_probabilities = _softmax(model.logits(extract_features(part, options.max_side)))
-        if int(np.argmax(part_probabilities)) == oct_index and (best is None or part_probabilities[oct_index] > best[1][oct_index]):
+        if part_probabilities[oct_index] < options.oct_half_probability:
+            continue
+        if best is None or part_probabilities[oct_index] > best[1][oct_index]:
             best = (name, part_probabilities)
     return best
 
