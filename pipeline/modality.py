@@ -5,7 +5,11 @@ The image part is a small multinomial logistic model over named colour / structu
 (weights in ``data/modality_model.json``, fitted by ``bench/modality_calibration.py --fit``).
 The caption part adds log-odds for cue words listed in ``data/modality_cues.yaml``. The image
 weighs more than the caption; when they disagree the confidence is lowered and the pair is
-flagged for review. Every decision carries human-readable reasons.
+flagged for review. A panel that looks retinal but not like one modality (a device screenshot)
+is also read half by half, so a B-scan beside its fundus localiser reads as OCT. A panel classed
+'other' that looks retinal at all is queued for a reviewer, never dropped; only a confident,
+non-retinal-looking 'other' becomes a non-retinal reject. Every decision carries human-readable
+reasons.
 """
 
 from __future__ import annotations
