@@ -5,7 +5,11 @@ The image part is a small multinomial logistic model over named colour / structu
 (weights in ``data/modality_model.json``, fitted by ``bench/modality_calibration.py --fit``).
 The caption part adds log-odds for cue words listed in ``data/modality_cues.yaml``. The image
 weighs more than the caption; when they disagree the confidence is lowered and the pair is
-flagged for review. Every decision carries human-readable reasons.
+flagged for review. A panel that looks retinal but not like one modality (a device screenshot)
+is also read half by half, so a B-scan beside its fundus localiser reads as OCT. A panel classed
+'other' that looks retinal at all is queued for a reviewer, never dropped; only a confident,
+non-retinal-looking 'other' becomes a non-retinal reject. Every decision carries human-readable
+reasons.
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log_aspect",
     "corner_darkness",
     "coarse_contrast",
+    "hue_entropy",
+    "tone_separability",
+    "blue_red_log_ratio",
+    "straight_edge_fraction",
 )
 
 FEATURE_PHRASES: dict[str, tuple[str, str]] = {
@@ -72,6 +80,10 @@ FEATURE_PHRASES: dict[str, tuple[str, str]] = {
     "log_aspect": ("wide format", "tall or square format"),
     "corner_darkness": ("dark corners (circular field)", "filled corners"),
     "coarse_contrast": ("clear large-scale structure", "little large-scale structure"),
+    "hue_entropy": ("many different hues (pseudocolour, chart)", "one hue family"),
+    "tone_separability": ("two-tone ink and paper", "continuous tones"),
+    "blue_red_log_ratio": ("blue as strong as red", "little blue (fundus light)"),
+    "straight_edge_fraction": ("edges on long straight lines (drawn, man-made)", "curved or no edges"),
 }
 
 
@@ -89,6 +101,21 @@ class ModalityOptions(BaseModel):
     non_retinal_confidence: float = Field(
         0.75, ge=0.0, le=1.0,
         description="A panel classed 'other' at least this confidently (and not retinal-looking) is a non-retinal figure: a reject, not a pair; below it, it goes to review.",
+    )
+    image_only_accept: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Without a caption cue for its modality a panel is auto-accepted only at this confidence or more; 0 turns "
+        "it off. Real photographs, drawings and screenshots can look retinal to the image features: on books that are not "
+        "atlases 0.95 keeps image-only auto-accepts right (bench/modality_calibration.py), at the cost of queueing the many "
+        "atlas panels whose caption names the disease only.",
+    )
+    oct_half_retinal: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="A panel whose image gives the retinal classes at least this probability, and is not read as OCT, is "
+        "also read half by half; an OCT half makes it OCT (device screenshots: B-scan beside its fundus).",
+    )
+    oct_half_probability: float = Field(
+        0.6, ge=0.0, le=1.0, description="OCT probability a half must reach to make the panel OCT (see oct_half_retinal)."
     )
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="JSON file with the fitted image-model parameters.")
     cues_path: Path = Field(DEFAULT_CUES_PATH, description="YAML file with caption cue patterns.")
@@ -235,6 +262,41 @@ def extract_features(image: np.ndarray, max_side: int = 256) -> dict[str, float]
     coarse = cv2.resize(luminance, (16, 16), interpolation=cv2.INTER_AREA)
     coarse_contrast = float(coarse.std())
 
+    # Pseudocolour maps (microscopy, heat maps) and charts spread over many hues; a fundus
+    # photograph stays within orange-red, an angiogram or B-scan has no hue at all.
+    hue_counts = np.bincount((hue[coloured] / 30.0).astype(np.int32).clip(0, 11), minlength=12).astype(np.float64)
+    hue_share = hue_counts / max(hue_counts.sum(), 1.0)
+    hue_entropy = float(-(hue_share[hue_share > 0] * np.log(hue_share[hue_share > 0])).sum() / math.log(12.0))
+    hue_entropy *= min(1.0, coloured.sum() / max(0.05 * content.size, 1.0))
+
+    # Line art and engravings are two-tone (ink and paper): Otsu's between-class share of the
+    # luminance variance is near 1; photographs and scans of tissue have continuous tones.
+    field_tones = (luminance[field] * 255.0).astype(np.uint8)
+    tone_variance = float(field_tones.astype(np.float64).var())
+    if tone_variance > 1e-6:
+        threshold, _ = cv2.threshold(field_tones.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        low, high = field_tones[field_tones <= threshold], field_tones[field_tones > threshold]
+        share_low = low.size / field_tones.size
+        between = share_low * (1 - share_low) * (float(high.mean()) - float(low.mean())) ** 2 if low.size and high.size else 0.0
+        tone_separability = between / tone_variance
+    else:
+        tone_separability = 1.0
+
+    # The fundus reflects little blue; photographs of people and things, plots and screens do.
+    blue_red_log_ratio = math.log((_masked_mean(blue, content) + 0.02) / (_masked_mean(red, content) + 0.02))
+
+    # Drawn and man-made things (charts, diagrams, windows, devices) have edges on long straight
+    # lines; vessels and the disc are curved. (An OCT's layers are long too: the model weighs it.)
+    edges = cv2.Canny((luminance * 255.0).astype(np.uint8), 50, 150)
+    straight_edge_fraction = 0.0
+    if edges.any():
+        segments = cv2.HoughLinesP(edges, 1, np.pi / 180, 30, minLineLength=max(12, min(height, width) // 8), maxLineGap=2)
+        if segments is not None:
+            drawn = np.zeros_like(edges)
+            for x0, y0, x1, y1 in segments[:, 0]:
+                cv2.line(drawn, (int(x0), int(y0)), (int(x1), int(y1)), 255, 2)
+            straight_edge_fraction = float(((drawn > 0) & (edges > 0)).sum() / (edges > 0).sum())
+
     return {
         "white_fraction": float(white.mean()),
         "black_fraction": float(black.mean()),
@@ -254,6 +316,10 @@ def extract_features(image: np.ndarray, max_side: int = 256) -> dict[str, float]
         "log_aspect": math.log(original_width / original_height),
         "corner_darkness": corner_darkness,
         "coarse_contrast": coarse_contrast,
+        "hue_entropy": hue_entropy,
+        "tone_separability": float(tone_separability),
+        "blue_red_log_ratio": blue_red_log_ratio,
+        "straight_edge_fraction": straight_edge_fraction,
     }
 
 
@@ -398,6 +464,33 @@ def _is_greyscale(image: np.ndarray) -> bool:
     return float(spread.mean()) < 3.0
 
 
+def _oct_half(
+    model: ImageModel, image: np.ndarray, probabilities: np.ndarray, options: ModalityOptions
+) -> tuple[str, np.ndarray] | None:
+    """OCT device software shows a B-scan beside (or above) its infrared fundus localiser, with
+    window chrome around: the whole reads as a grey fundus or a figure, one half as the B-scan.
+
+    Only a panel that already looks retinal as a whole is split, so a chart never becomes an OCT.
+    """
+    retinal = 1.0 - float(probabilities[model.classes.index("other")])
+    oct_index = model.classes.index("OCT")
+    if retinal < options.oct_half_retinal or model.classes[int(np.argmax(probabilities))] not in ("grey_fundus", "other"):
+        return None
+    rgb = _as_rgb(image)
+    height, width = rgb.shape[:2]
+    halves = {"left": rgb[:, : width // 2], "right": rgb[:, width // 2 :], "top": rgb[: height // 2], "bottom": rgb[height // 2 :]}
+    best: tuple[str, np.ndarray] | None = None
+    for name, part in halves.items():
+        if min(part.shape[:2]) < 32:
+            continue
+        part_probabilities = _softmax(model.logits(extract_features(part, options.max_side)))
+        if part_probabilities[oct_index] < options.oct_half_probability:
+            continue
+        if best is None or part_probabilities[oct_index] > best[1][oct_index]:
+            best = (name, part_probabilities)
+    return best
+
+
 def classify_modality(
     image: np.ndarray, caption: str | None = None, options: ModalityOptions | None = None
 ) -> ModalityResult:
@@ -410,13 +503,17 @@ def classify_modality(
     model = load_image_model(Path(options.model_path))
     features = extract_features(image, options.max_side)
     image_probabilities = _softmax(model.logits(features))
+    reasons = []
+    half = _oct_half(model, image, image_probabilities, options)
+    if half is not None:
+        name, image_probabilities = half
+        reasons.append(f"image: the {name} half is an OCT B-scan (a viewer showing the scan beside its fundus localiser)")
     image_best = int(np.argmax(image_probabilities))
     image_class = model.classes[image_best]
     image_modality = model.reported_as[image_class]
-    reasons = [
-        f"image: {_describe_image(model, features, image_best)} "
-        f"({image_class} score {image_probabilities[image_best]:.2f})"
-    ]
+    reasons.insert(
+        0, f"image: {_describe_image(model, features, image_best)} ({image_class} score {image_probabilities[image_best]:.2f})"
+    )
 
     matches: list[CueMatch] = []
     if caption and options.caption_weight > 0:
@@ -437,7 +534,8 @@ def classify_modality(
     # A greyscale print or scan carries no colour: a colour photograph then looks like a grey
     # fundus, so a caption naming a colour photograph decides, without a disagreement penalty.
     greyscale = _is_greyscale(image)
-    if greyscale and "CFP" in strongest_by_modality:
+    strongest_cue = max(strongest_by_modality.values(), key=lambda item: item.cue.weight) if strongest_by_modality else None
+    if greyscale and strongest_cue is not None and strongest_cue.cue.modality == "CFP":
         class_modality["grey_fundus"] = "CFP"
         reasons.append("image: greyscale print, colour cannot be judged; the caption decides")
 
@@ -495,6 +593,9 @@ def classify_modality(
     needs_review = confidence < options.review_threshold or disagreement
     if confidence < options.review_threshold:
         reasons.append(f"confidence {confidence:.2f} below review threshold {options.review_threshold:.2f}")
+    elif modality != "other" and modality not in strongest_by_modality and confidence < options.image_only_accept:
+        needs_review = True
+        reasons.append(f"no caption cue for {modality} and image confidence {confidence:.2f} below {options.image_only_accept:.2f}")
     return ModalityResult(
         modality=modality,
         sublabel=sublabel,

@@ -4,7 +4,8 @@ The sample atlases (our test data and benchmarks) need panels whose modality can
 the way it can in real books: colour fundus photographs (CFP), grey fluorescein angiograms
 (FFA) with bright vessels on a dark ground, darker ICGA frames, OCT B-scans with horizontal
 layers, and non-retinal images (schematic diagrams, charts, anterior-segment photographs,
-publisher logos). Every function takes a ``numpy.random.Generator`` so a seed fixes the pixels,
+publisher logos, fluorescence micrographs, book engravings), infrared fundus frames and
+OCT device screenshots. Every function takes a ``numpy.random.Generator`` so a seed fixes the pixels,
 and returns an RGB ``uint8`` array of shape (height, width, 3).
 
 CFP panels are crops of the CC0 fundus photograph shipped with scikit-image
@@ -221,6 +222,26 @@ _OCT_LAYERS = (
 
 def oct_image(rng: np.random.Generator, size: Size) -> np.ndarray:
     """An OCT B-scan: dark ground, curved horizontal bright/dark layers, foveal dip, speckle."""
+    return _oct_scan(rng, size)[0]
+
+
+def annotated_oct_image(rng: np.random.Generator, size: Size) -> np.ndarray:
+    """An OCT B-scan with segmentation results drawn on it: coloured lines along layer boundaries."""
+    image, inner_surface, outer_surface = _oct_scan(rng, size)
+    image = image.copy()
+    width = image.shape[1]
+    xs = np.arange(width, dtype=np.int32)
+    palette = ((230, 40, 40), (40, 200, 60), (60, 90, 240), (240, 220, 40), (240, 60, 220), (40, 220, 230))
+    for index in rng.choice(len(palette), size=int(rng.integers(2, 6)), replace=False):
+        depth = float(rng.uniform(-0.02, 1.0))
+        boundary = inner_surface + depth * (outer_surface - inner_surface)
+        points = np.stack([xs, boundary.astype(np.int32)], axis=1).reshape(-1, 1, 2)
+        cv2.polylines(image, [points], False, palette[int(index)], max(1, image.shape[0] // 200), cv2.LINE_AA)
+    return image
+
+
+def _oct_scan(rng: np.random.Generator, size: Size) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The B-scan and its inner and outer retinal surfaces (row per column)."""
     width, height = _width_height(size)
     xs = np.arange(width, dtype=np.float32)
     fovea_x = width * float(rng.uniform(0.4, 0.6))
@@ -238,7 +259,7 @@ def oct_image(rng: np.random.Generator, size: Size) -> np.ndarray:
     speckle = rng.gamma(shape=2.0, scale=0.5, size=(height, width)).astype(np.float32)
     image = 235.0 * reflectivity * speckle
     image = cv2.GaussianBlur(image, (0, 0), sigmaX=1.2, sigmaY=0.6)
-    return _to_rgb(image)
+    return _to_rgb(image), inner_surface, outer_surface
 
 
 _DIAGRAM_LABELS = ("Cornea", "Lens", "Iris", "Retina", "Choroid", "Sclera", "Optic nerve", "Fovea", "Vitreous")
@@ -353,16 +374,94 @@ def logo_image(rng: np.random.Generator, size: Size) -> np.ndarray:
     return canvas
 
 
+def infrared_fundus_image(rng: np.random.Generator, size: Size) -> np.ndarray:
+    """An infrared / SLO fundus frame: the CFP's red-free view without tint, dark vessels, square field."""
+    colour = cfp_image(rng, size)
+    green = colour[:, :, 1].astype(np.float32)
+    lifted = 60.0 + 0.75 * green + rng.normal(0.0, 4.0, size=green.shape).astype(np.float32)
+    return _to_rgb(cv2.GaussianBlur(lifted, (0, 0), 0.8))
+
+
+def oct_viewer_image(rng: np.random.Generator, size: Size) -> np.ndarray:
+    """A device-software screenshot: window chrome, an OCT B-scan beside its infrared fundus localiser."""
+    width, height = _width_height(size)
+    canvas = np.full((height, width, 3), int(rng.integers(225, 246)), dtype=np.uint8)
+    title = max(8, height // 14)
+    canvas[:title] = (int(rng.integers(60, 140)), int(rng.integers(90, 160)), int(rng.integers(150, 220)))
+    font = max(0.3, height / 900.0)
+    cv2.putText(canvas, "OCT viewer", (6, title - 3), cv2.FONT_HERSHEY_SIMPLEX, font, (255, 255, 255), 1, cv2.LINE_AA)
+    for row in range(2):
+        y = title + 4 + row * (title // 2 + 4)
+        cv2.putText(canvas, "File  View  Export   Scan 12 / 49", (6, y + title // 2), cv2.FONT_HERSHEY_SIMPLEX, font * 0.8, (20, 20, 20), 1)
+    top = title + 2 * (title // 2 + 4) + 6
+    margin = max(4, width // 60)
+    side = min(height - top - margin * 2, (width - 3 * margin) // 2)
+    oct_width = width - 3 * margin - side
+    scan = annotated_oct_image if rng.random() < 0.5 else oct_image
+    canvas[top : top + side, margin : margin + oct_width] = scan(rng, (oct_width, side))
+    fundus = infrared_fundus_image(rng, side)
+    if rng.random() < 0.4:  # a thickness map laid over the fundus
+        heat = cv2.applyColorMap((255 * _smooth_noise(rng, side, side, 4)).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
+        square = np.zeros((side, side), dtype=np.float32)
+        quarter = side // 4
+        square[quarter : side - quarter, quarter : side - quarter] = 0.5
+        fundus = (fundus * (1 - square[:, :, None]) + heat * square[:, :, None]).astype(np.uint8)
+    line_y = int(side * rng.uniform(0.3, 0.7))
+    cv2.line(fundus, (side // 8, line_y), (side * 7 // 8, line_y), (80, 220, 80), max(1, side // 150))
+    canvas[top : top + side, 2 * margin + oct_width : 2 * margin + oct_width + side] = fundus
+    return canvas
+
+
+def micrograph_image(rng: np.random.Generator, size: Size) -> np.ndarray:
+    """A fluorescence micrograph in a pseudocolour map: cells as blobs on a dark, noisy ground (non-retinal)."""
+    width, height = _width_height(size)
+    signal = 0.15 * _smooth_noise(rng, width, height, 12)
+    scale = min(width, height)
+    for _ in range(int(rng.integers(15, 60))):
+        center = (float(rng.uniform(0, width)), float(rng.uniform(0, height)))
+        signal += float(rng.uniform(0.3, 1.0)) * _circular_mask(width, height, center, scale * rng.uniform(0.02, 0.07), scale * 0.03)
+    signal += rng.normal(0.0, 0.06, size=signal.shape).astype(np.float32)
+    grey = np.clip(signal / max(float(signal.max()), 1e-3) * 255.0, 0, 255).astype(np.uint8)
+    colour_map = (cv2.COLORMAP_JET, cv2.COLORMAP_VIRIDIS, cv2.COLORMAP_WINTER)[int(rng.integers(0, 3))]
+    return np.ascontiguousarray(cv2.applyColorMap(grey, colour_map)[:, :, ::-1])
+
+
+def engraving_image(rng: np.random.Generator, size: Size) -> np.ndarray:
+    """A printed book illustration: dark hatching strokes and figures on off-white paper (non-retinal)."""
+    width, height = _width_height(size)
+    paper = float(rng.uniform(200, 240))
+    canvas = np.full((height, width), paper, dtype=np.float32)
+    shade = _smooth_noise(rng, width, height, 5)
+    spacing = max(2, min(width, height) // int(rng.integers(60, 120)))
+    for y in range(0, height, spacing):
+        x = 0
+        while x < width:
+            run = int(rng.integers(4, 40))
+            if shade[y, min(x, width - 1)] > 0.45:
+                tilt = int(rng.integers(-2, 3))
+                cv2.line(canvas, (x, y), (min(width - 1, x + run), y + tilt), float(rng.uniform(10, 70)), 1, cv2.LINE_AA)
+            x += run + int(rng.integers(1, 6))
+    for _ in range(int(rng.integers(3, 8))):
+        points = np.array([[rng.uniform(0, width), rng.uniform(0, height)] for _ in range(5)], dtype=np.int32)
+        cv2.polylines(canvas, [points.reshape(-1, 1, 2)], False, 30.0, max(1, min(width, height) // 150), cv2.LINE_AA)
+    return _to_rgb(canvas)
+
+
 GENERATORS = {
     "cfp": cfp_image,
     "red_free": red_free_image,
     "ffa": ffa_image,
     "icga": icga_image,
     "oct": oct_image,
+    "oct_annotated": annotated_oct_image,
     "diagram": diagram_image,
     "chart": chart_image,
     "slit_lamp": slit_lamp_image,
     "logo": logo_image,
+    "infrared_fundus": infrared_fundus_image,
+    "oct_viewer": oct_viewer_image,
+    "micrograph": micrograph_image,
+    "engraving": engraving_image,
 }
 """Image kinds by name, as used in the sample atlas data files."""
 

@@ -75,10 +75,69 @@ def test_caption_makes_a_grey_fundus_a_red_free_photograph():
     image = _panel("red_free", 5)
     alone = classify_modality(image)
     assert alone.modality == "CFP", "a grey fundus with no caption is read as a red-free colour photograph"
+    assert alone.image_probabilities["grey_fundus"] == max(alone.image_probabilities.values())
     assert classify_modality(image, "Fundus autofluorescence of the macula.").modality == "other"
     result = classify_modality(image, "无赤光眼底像示视网膜神经纤维层缺损")
     assert (result.modality, result.sublabel) == ("CFP", "red-free")
     assert classify_modality(image, "Red-free photograph of the left eye.").sublabel == "red-free"
+    assert classify_modality(image, "Retinografía aneritra del ojo izquierdo.").sublabel == "red-free"
+
+
+def test_infrared_slo_caption_marks_a_retinal_other():
+    result = classify_modality(synthetic_images.infrared_fundus_image(np.random.default_rng(2), 256), "Infrared SLO image of the macula.")
+    assert (result.modality, result.sublabel) == ("other", "SLO")
+
+
+def test_oct_viewer_screenshot_with_its_fundus_localiser_is_oct():
+    outcomes = [classify_modality(_panel("oct_viewer", seed, height=300)).modality for seed in range(6)]
+    assert outcomes.count("OCT") >= 5, outcomes
+
+
+@pytest.mark.parametrize("kind", ["micrograph", "engraving", "chart", "diagram"])
+def test_non_retinal_figures_are_other(kind):
+    for seed in range(4):
+        result = classify_modality(_panel(kind, 40 + seed, height=260))
+        assert result.modality == "other", (kind, seed, result.reasons)
+
+
+def test_the_scikit_image_fundus_photograph_is_cfp():
+    from skimage import data
+
+    result = classify_modality(data.retina())
+    assert result.modality == "CFP" and not result.needs_review
+
+
+def _run_with(panels: dict[str, tuple[np.ndarray, str]], tmp_path):
+    from foundation.records import DocumentRun, Pair
+
+    run = DocumentRun(pdf="book.pdf", book="book")
+    for index, (name, (image, caption)) in enumerate(panels.items()):
+        path = tmp_path / f"{name}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        run.pairs.append(Pair(pair_id=f"book/{index}/-", book="book", source_pdf="book.pdf", source_pdf_sha256="0" * 64, page=1,
+                              bbox=(0, 0, 100, 100), figure_id=str(index), image_sha256="0" * 64, image_file=str(path),
+                              caption_en=caption, review_status="auto_accepted"))
+    return run
+
+
+def test_document_keeps_retinal_panels_classed_other_for_review_and_rejects_non_retinal(tmp_path):
+    from pipeline.modality import classify_document
+
+    rng = np.random.default_rng(8)
+    panels = {
+        "slo": (synthetic_images.infrared_fundus_image(rng, 256), "Figure 0. Infrared SLO image of the macula."),
+        "chart": (synthetic_images.chart_image(rng, 256), "Figure 1. Visual acuity by year."),
+        "oct": (synthetic_images.oct_image(rng, (480, 200)), "Figure 2. OCT shows subretinal fluid."),
+        "micrograph": (synthetic_images.micrograph_image(rng, 256), "Figure 3."),
+    }
+    run = classify_document(_run_with(panels, tmp_path), lambda file: cv2.imread(file)[:, :, ::-1])
+    kept = {pair.figure_id: pair for pair in run.pairs}
+    slo = kept["0"]
+    assert (slo.modality, slo.modality_sublabel, slo.review_status) == ("other", "SLO", "queued"), "a retinal 'other' is never dropped unseen"
+    assert any(r.kind == "retinal_looking_other" and r.figure_id == "0" for r in run.rejects)
+    for figure_id in ("1", "3"):
+        assert figure_id not in kept and any(r.kind == "non_retinal_figure" and r.figure_id == figure_id for r in run.rejects)
+    assert kept["2"].modality == "OCT" and kept["2"].review_status == "auto_accepted"
 
 
 def test_octa_caption_is_not_read_as_oct_and_marks_other():
@@ -167,3 +226,16 @@ def test_greyscale_print_of_a_colour_photograph_follows_its_caption() -> None:
     assert result.modality == "CFP" and not result.needs_review
     assert any("greyscale" in reason for reason in result.reasons)
     assert classify_modality(colour, "Glaucoma. Colour fundus photograph shows an enlarged cup.").modality == "CFP"
+
+
+def test_without_a_caption_cue_only_a_very_confident_image_is_auto_accepted():
+    image = _panel("oct", 21)
+    alone = classify_modality(image, "Figure 4.")
+    named = classify_modality(image, "Figure 4. OCT of the macula.")
+    assert alone.modality == named.modality == "OCT"
+    assert not named.needs_review
+    assert not alone.needs_review, "by default the image alone may decide, as in atlases whose captions name the disease"
+    strict = classify_modality(image, "Figure 4.", ModalityOptions(image_only_accept=0.999))
+    assert strict.modality == "OCT" and strict.needs_review
+    assert any(reason.startswith("no caption cue for OCT") for reason in strict.reasons)
+    assert not classify_modality(image, "Figure 4. OCT of the macula.", ModalityOptions(image_only_accept=0.999)).needs_review
