@@ -1,9 +1,13 @@
 """Split a stitched multi-panel figure image into its panels.
 
 Atlases often print a multi-panel figure as one image: panels separated by thin white or black
-gutters (and sometimes a border), with letters drawn in a corner. Gutters are rows or columns
-that are uniformly near-white or near-black across the whole band being split; rows are split
-first, then each row into columns, so 2x2 and 2x3 grids come out in reading order.
+gutters (and sometimes a border), or abutting with no gutter at all, with letters drawn in a
+corner. Gutters are rows or columns that are uniformly near-white or near-black across the
+whole band being split; abutting panels meet at a seam, a straight line across the band where
+the content jumps. Rows are split first, then each row into columns, so 2x2, 2x3 and 3 + 2 grids
+come out in reading order. The caption's panel count is the prior that lets black gutters and
+seams split (a single photograph has dark bands and edges of its own); a scan a little askew is
+levelled first.
 """
 
 from __future__ import annotations
