@@ -82,12 +82,12 @@ def _edge_cuts(image: np.ndarray, axis: int, min_fraction: float) -> list[Cut]:
         values = values[:, :, None]
     # seam at p: lines p-2 and p+1 differ, and so do lines p-7 and p+6 (a thin vessel along the
     # line makes only the near step)
-    near = np.abs(values[:, 10:-3] - values[:, 7:-6]).max(axis=2)
-    far = np.abs(values[:, 13:] - values[:, :-13]).max(axis=2)
+    near = _channel_max(np.abs(values[:, 10:-3] - values[:, 7:-6]))
+    far = _channel_max(np.abs(values[:, 13:] - values[:, :-13]))
     # lines where both sides are dark ground (the black surround of two fundus photographs) say
     # nothing either way: the step is averaged over the rest, in each half of the line apart (a
     # seam runs the whole line; an edge inside one photograph rarely does)
-    brightness = values.max(axis=2)
+    brightness = _channel_max(values)
     informative = np.maximum(brightness[:, 7:-6], brightness[:, 10:-3]) >= 40
     step = np.minimum(near, far) * informative
     half = values.shape[0] // 2
@@ -107,6 +107,14 @@ def _edge_cuts(image: np.ndarray, axis: int, min_fraction: float) -> list[Cut]:
         p = int(positions[index])
         cuts.append((p - 1, p + 1, float(min(1.0, ratio[index] / 10.0)) * 0.9))
     return cuts
+
+
+def _channel_max(values: np.ndarray) -> np.ndarray:
+    """Largest value over the colour channels (ndarray.max over a last axis of three is slow)."""
+    result = values[:, :, 0]
+    for channel in range(1, values.shape[2]):
+        result = np.maximum(result, values[:, :, channel])
+    return result
 
 
 def _step_ratio(step: np.ndarray, informative: np.ndarray, lines: int) -> tuple[np.ndarray, np.ndarray]:
