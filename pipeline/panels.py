@@ -1,20 +1,27 @@
 """Split a stitched multi-panel figure image into its panels.
 
 Atlases often print a multi-panel figure as one image: panels separated by thin white or black
-gutters (and sometimes a border), with letters drawn in a corner. Gutters are rows or columns
-that are uniformly near-white or near-black across the whole band being split; rows are split
-first, then each row into columns, so 2x2 and 2x3 grids come out in reading order.
+gutters (and sometimes a border), or abutting with no gutter at all, with letters drawn in a
+corner. Gutters are rows or columns that are uniformly near-white or near-black across the
+whole band being split; abutting panels meet at a seam, a straight line across the band where
+the content jumps. Rows are split first, then each row into columns, so 2x2, 2x3 and 3 + 2 grids
+come out in reading order. The caption's panel count is the prior that lets black gutters and
+seams split (a single photograph has dark bands and edges of its own); a scan a little askew is
+levelled first.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 from foundation.labels import PANEL_LETTERS
+
+logger = logging.getLogger(__name__)
 
 PixelBox = tuple[int, int, int, int]
 
@@ -50,29 +57,94 @@ def _cut_positions(gray: np.ndarray, axis: int, min_fraction: float, white_only:
     return [(a, b) for a, b in runs if a >= minimum and b <= length - minimum and b - a >= 1]
 
 
-def _edge_cuts(gray: np.ndarray, axis: int, min_fraction: float) -> list[tuple[int, int]]:
-    """Where panels abut with no gutter: a line across the whole band where the content jumps
-    (the mean step between neighbouring lines stands far above the rest)."""
-    values = gray.astype(np.float32)
-    steps = np.abs(np.diff(values, axis=0 if axis == 1 else 1)).mean(axis=1 if axis == 1 else 0)
-    if steps.size < 8:
+Cut = tuple[int, int, float]
+"""A separator between panels: first and end line of the band it takes, and how sure it is (0-1)."""
+
+MAX_CANDIDATES = 8
+"""Separators kept per band (the strongest): screenshots with many white lines stay fast."""
+
+
+def _edge_cuts(image: np.ndarray, axis: int, min_fraction: float) -> list[Cut]:
+    """Where panels abut with no gutter: a straight line across the whole band where the content
+    jumps. The step between lines two apart (a JPEG blurs the seam over two lines) must stand far
+    above the steps around it, and persist a few lines further out (a seam, not a thin line)."""
+    values = image.astype(np.float32)
+    if values.ndim == 2:
+        values = values[:, :, None]
+    if axis == 1:  # horizontal seams: work on columns of the transposed band
+        values = values.transpose(1, 0, 2)
+    length = values.shape[1]
+    if length < 24 or values.shape[0] < 8:
         return []
-    length = steps.size + 1
+    # a seam is straight: smoothing along it keeps the step and averages speckle and texture out
+    values = cv2.blur(np.ascontiguousarray(values), (1, 9))
+    if values.ndim == 2:
+        values = values[:, :, None]
+    # seam at p: lines p-2 and p+1 differ, and so do lines p-7 and p+6 (a thin vessel along the
+    # line makes only the near step)
+    near = _channel_max(np.abs(values[:, 10:-3] - values[:, 7:-6]))
+    far = _channel_max(np.abs(values[:, 13:] - values[:, :-13]))
+    # lines where both sides are dark ground (the black surround of two fundus photographs) say
+    # nothing either way: the step is averaged over the rest, in each half of the line apart (a
+    # seam runs the whole line; an edge inside one photograph rarely does)
+    brightness = _channel_max(values)
+    informative = np.maximum(brightness[:, 7:-6], brightness[:, 10:-3]) >= 40
+    step = np.minimum(near, far) * informative
+    half = values.shape[0] // 2
+    mean_step, ratio = _step_ratio(step, informative, values.shape[0])
+    for part in (slice(0, half), slice(half, None)):
+        if informative[part].mean() >= 0.2:  # a half of dark ground only says nothing
+            ratio = np.minimum(ratio, _step_ratio(step[part], informative[part], half)[1])
+    positions = np.arange(9, 9 + mean_step.size)
     minimum = min_fraction * length
-    cuts = []
-    for index in range(3, steps.size - 3):
-        value = steps[index]
-        around = max(steps[index - 3 : index].max(), steps[index + 1 : index + 4].max())
-        if value >= 8 and value >= 3 * around and minimum <= index <= length - minimum:
-            cuts.append((index + 1, index + 2))
+    keep = (
+        (ratio >= 2.0) & (mean_step >= 12) & (positions >= minimum) & (positions <= length - minimum)
+    )
+    cuts: list[Cut] = []
+    for index in np.flatnonzero(keep):
+        if ratio[index] < ratio[max(0, index - 4) : index + 5].max():
+            continue  # not the peak of its neighbourhood
+        p = int(positions[index])
+        cuts.append((p - 1, p + 1, float(min(1.0, ratio[index] / 10.0)) * 0.9))
     return cuts
 
 
-def _segments(length: int, cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _channel_max(values: np.ndarray) -> np.ndarray:
+    """Largest value over the colour channels (ndarray.max over a last axis of three is slow)."""
+    result = values[:, :, 0]
+    for channel in range(1, values.shape[2]):
+        result = np.maximum(result, values[:, :, channel])
+    return result
+
+
+def _step_ratio(step: np.ndarray, informative: np.ndarray, lines: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean step per position over informative lines, and how far it stands above its neighbours."""
+    mean_step = step.sum(axis=0) / np.maximum(informative.sum(axis=0), 0.2 * lines)
+    window = np.lib.stride_tricks.sliding_window_view(np.pad(mean_step, 8, mode="edge"), 17)
+    around = np.median(np.concatenate([window[:, :6], window[:, 11:]], axis=1), axis=1)
+    return mean_step, mean_step / (around + 3.0)
+
+
+def _candidates(gray: np.ndarray, rgb: np.ndarray, axis: int, min_fraction: float, prior: bool) -> list[Cut]:
+    """Separators along one axis: white gutters, and with a caption's panel count also black
+    gutters and seams of abutting panels (a single photograph's dark bands must not split it)."""
+    cuts: list[Cut] = [(a, b, 1.0) for a, b in _cut_positions(gray, axis, min_fraction, white_only=True)]
+    if prior:
+        taken = [(a, b) for a, b, _ in cuts]
+        cuts += [(a, b, 0.8) for a, b in _cut_positions(gray, axis, min_fraction) if (a, b) not in taken]
+        for a, b, strength in _edge_cuts(rgb, axis, min_fraction):
+            if all(b + 3 <= c0 or a - 3 >= c1 for c0, c1, _ in cuts):
+                cuts.append((a, b, strength))
+    if len(cuts) > MAX_CANDIDATES:
+        cuts = sorted(cuts, key=lambda c: (-c[2], c[0] - c[1]))[:MAX_CANDIDATES]
+    return sorted(cuts)
+
+
+def _segments(length: int, cuts: Sequence[tuple]) -> list[tuple[int, int]]:
     bounds, start = [], 0
-    for a, b in cuts:
-        bounds.append((start, a))
-        start = b
+    for cut in cuts:
+        bounds.append((start, cut[0]))
+        start = cut[1]
     bounds.append((start, length))
     return [(a, b) for a, b in bounds if b > a]
 
@@ -82,111 +154,146 @@ def _balanced(segments: list[tuple[int, int]]) -> float:
     return float(sizes.min() / sizes.max()) if len(sizes) else 0.0
 
 
-def _best_cuts(
-    gray: np.ndarray, axis: int, wanted: int | None, min_fraction: float, edges: bool = False
-) -> list[tuple[int, int]]:
-    """Choose the gutter runs that give the most even panels (and `wanted` of them, if given).
-
-    Panels of one figure differ in shape (an OCT B-scan is wider than a fundus photograph), so
-    when the caption says how many panels there are, evenness only breaks ties.
-    """
-    candidates = _cut_positions(gray, axis, min_fraction, white_only=not wanted)
-    length = gray.shape[0] if axis == 1 else gray.shape[1]
-    if edges and wanted and len(candidates) < wanted - 1:
-        candidates = sorted(set(candidates) | set(_edge_cuts(gray, axis, min_fraction)))
-    if not candidates:
-        return []
-    if len(candidates) > 8:  # a screenshot or chart has many white lines: keep the widest gutters
-        candidates = sorted(sorted(candidates, key=lambda run: run[0] - run[1])[:8])
-    best: tuple[float, list[tuple[int, int]]] = (0.0, [])
-    counts = [wanted - 1] if wanted else range(1, min(len(candidates), 5) + 1)
-    for count in counts:
-        if count <= 0 or count > len(candidates) or count > 8:
+def _best_cuts(length: int, candidates: list[Cut], count: int) -> tuple[float, list[Cut]] | None:
+    """The `count` - 1 separators that give the surest, then the evenest, `count` panels."""
+    if count == 1:
+        return 1.0, []
+    best: tuple[float, list[Cut]] | None = None
+    for combo in itertools.combinations(candidates, count - 1):
+        segments = _segments(length, combo)
+        if len(segments) != count or min(b - a for a, b in segments) < 0.08 * length:
             continue
-        for combo in itertools.combinations(candidates, count):
-            segments = _segments(length, list(combo))
-            if min(b - a for a, b in segments) < 0.08 * length:
-                continue
-            score = _balanced(segments) + sum(b - a for a, b in combo) / length
-            if score > best[0]:
-                best = (score, list(combo))
-    return best[1] if best[0] >= (0.3 if wanted else 0.6) else []
+        score = min(c[2] for c in combo) + 0.2 * _balanced(segments)
+        if best is None or score > best[0]:
+            best = (score, list(combo))
+    return best
 
 
 def split_panels(image: np.ndarray, expected: int | None = None, min_fraction: float = 0.12) -> list[PixelBox]:
     """Panel boxes (x0, y0, x1, y1) in reading order; the whole image when no gutters are found.
 
-    `expected` (from the caption's panel letters) steers the choice between candidate gutters;
-    without it only white gutters split (dark bands inside one photograph or B-scan do not).
+    Rows are split first, then each row into columns, so 2x2, 2x3 and 3 + 2 grids come out in
+    reading order. `expected` (from the caption's panel letters) is a prior on the layout: it
+    also lets black gutters and seams of abutting panels split, and the layout whose separators
+    are surest wins. Without it only white gutters split, into panels that are pictures.
     """
+    h, w = image.shape[:2]
+    whole: list[PixelBox] = [(0, 0, w, h)]
+    if expected == 1:
+        return whole
+    angle = _tilt(image)
+    if angle:  # a scan a little askew: gutters are straight only once it is levelled
+        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+        level = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=(255,) * 3)
+        boxes = _split_level(level, expected, min_fraction)
+        return boxes if len(boxes) == 1 else [_unrotate(box, cv2.invertAffineTransform(matrix), w, h) for box in boxes]
+    return _split_level(image, expected, min_fraction)
+
+
+def _tilt(image: np.ndarray, max_degrees: float = 1.5) -> float:
+    """Small rotation (degrees) that levels the figure: 0 for a born-digital image. A scanned page
+    that was not deskewed leaves its figure askew inside its crop, with page-white corners; the
+    figure's outer edges (where the white margin ends, on each of the four sides) give the angle."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    ink = cv2.medianBlur(gray, 3) < 215
+    if min(ink.shape) < 60:
+        return 0.0
+    slopes = []
+    for mask, sign in ((ink, 1.0), (ink.T, -1.0)):  # rows: left/right edges; columns: top/bottom
+        lines = np.flatnonzero(mask.any(axis=1))
+        lines = lines[int(0.1 * len(lines)) : int(0.9 * len(lines))]
+        if len(lines) < 20:
+            continue
+        first = mask[lines].argmax(axis=1).astype(float)
+        last = (mask.shape[1] - 1 - mask[lines, ::-1].argmax(axis=1)).astype(float)
+        half = len(lines) // 2
+        run = float(np.median(lines[half:]) - np.median(lines[:half]))
+        for edge in (first, last):
+            slopes.append(sign * (np.median(edge[half:]) - np.median(edge[:half])) / run)
+    if len(slopes) < 4:
+        return 0.0
+    angle = -float(np.degrees(np.arctan(np.median(slopes))))
+    return round(angle, 2) if 0.15 <= abs(angle) <= max_degrees else 0.0
+
+
+def _unrotate(box: PixelBox, inverse: np.ndarray, width: int, height: int) -> PixelBox:
+    """A box found in the levelled image, as an axis-aligned box in the image as given."""
+    x0, y0, x1, y1 = box
+    corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], dtype=float) @ inverse.T
+    return (
+        max(0, int(round(corners[:, 0].min()))), max(0, int(round(corners[:, 1].min()))),
+        min(width, int(round(corners[:, 0].max()))), min(height, int(round(corners[:, 1].max()))),
+    )
+
+
+def _split_level(image: np.ndarray, expected: int | None, min_fraction: float) -> list[PixelBox]:
+    """split_panels on an image whose gutters run straight along its rows and columns."""
+    rgb = image if image.ndim == 3 else image[:, :, None]
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
     h, w = gray.shape
-    best: list[PixelBox] = [(0, 0, w, h)]
-    layouts = _layouts(expected) if expected and expected > 1 else [None]
-    for edges in (False, True) if expected else (False,):  # white or black gutters first, then abutting panels
-        for rows_wanted in layouts:
-            boxes = _split_grid(gray, rows_wanted, expected, min_fraction, edges)
-            if expected and len(boxes) == expected:
-                return boxes
-            if not expected and len(boxes) > len(best) and all(_photographic(gray, box) for box in boxes):
-                best = boxes
-    return best
+    whole: list[PixelBox] = [(0, 0, w, h)]
+    prior = bool(expected and expected > 1)
+    row_cuts = _candidates(gray, rgb, 1, min_fraction, prior)
+    best: tuple[float, list[PixelBox]] | None = None
+    band_options: dict[tuple[int, int], dict[int, tuple[float, list[Cut]]]] = {}
+    for rows in _row_counts(expected, len(row_cuts)):
+        chosen_rows = _best_cuts(h, row_cuts, rows)
+        if chosen_rows is None:
+            continue
+        row_score, cuts = chosen_rows
+        bands = _segments(h, cuts)
+        for y0, y1 in bands:
+            if (y0, y1) not in band_options:
+                band_options[(y0, y1)] = _band_options(gray[y0:y1], rgb[y0:y1], expected, min_fraction, prior)
+        options = [band_options[band] for band in bands]
+        # with a panel count, any split of it over the rows; without, each row split at all its gutters
+        choices = [sorted(o) if prior else [max(o)] for o in options]
+        for counts in itertools.product(*choices):
+            if expected and sum(counts) != expected:
+                continue
+            boxes, score = [], min([row_score if cuts else 1.0] + [options[i][c][0] for i, c in enumerate(counts)])
+            for (y0, y1), option, count in zip(bands, options, counts):
+                for x0, x1 in _segments(w, option[count][1]):
+                    boxes.append(_trim(gray, (x0, y0, x1, y1)))
+            if len(boxes) < 2 or not all(_plausible(gray, box, prior) for box in boxes):
+                continue
+            key = (score, len(boxes)) if prior else (len(boxes), score)
+            if best is None or key > ((best[0], len(best[1])) if prior else (len(best[1]), best[0])):
+                best = (score, boxes)
+    if best is None or best[0] < (0.35 if prior else 0.5):
+        return whole
+    logger.debug("split into %d panels (separators %.2f sure)", len(best[1]), best[0])
+    return best[1]
 
 
-def _photographic(gray: np.ndarray, box: PixelBox) -> bool:
-    """A panel of a stitched figure is mostly picture, not page-white (a chart's white plot area
-    must not be read as a gutter between two panels)."""
+def _row_counts(expected: int | None, candidates: int) -> range:
+    """Rows worth trying: up to the panel count and the separators found (at most four rows with
+    a panel count, whose splits over the rows are all tried)."""
+    most = min(expected or 6, candidates + 1, 4 if expected else 6)
+    return range(1, most + 1)
+
+
+def _band_options(
+    gray: np.ndarray, rgb: np.ndarray, expected: int | None, min_fraction: float, prior: bool
+) -> dict[int, tuple[float, list[Cut]]]:
+    """For each panel count this row of the figure could hold: the surest column separators."""
+    candidates = _candidates(gray, rgb, 0, min_fraction / 2, prior)
+    options: dict[int, tuple[float, list[Cut]]] = {1: (1.0, [])}
+    for count in range(2, min(expected or 6, len(candidates) + 1, 7) + 1):
+        chosen = _best_cuts(gray.shape[1], candidates, count)
+        if chosen is not None:
+            options[count] = chosen
+    return options
+
+
+def _plausible(gray: np.ndarray, box: PixelBox, prior: bool) -> bool:
+    """A panel of a stitched figure has a picture's shape, and (without a caption's panel count)
+    is mostly picture, not page-white: a chart's white plot area is not a gutter between panels."""
     x0, y0, x1, y1 = box
-    crop = gray[y0:y1, x0:x1]
-    return crop.size > 0 and float((crop >= 225).mean()) < 0.4
-
-
-def _layouts(expected: int) -> list[int]:
-    """Row counts worth trying for `expected` panels: one row, one column, then grids."""
-    rows = [1, expected]
-    rows += [r for r in range(2, expected) if expected % r == 0 or r == 2]
-    return rows
-
-
-def _split_grid(
-    gray: np.ndarray, rows_wanted: int | None, expected: int | None, min_fraction: float, edges: bool = False
-) -> list[PixelBox]:
-    """Rows first, then columns within each row; with `expected`, the per-row panel counts
-    must add up to it (a 3 + 2 layout of five panels, say)."""
-    h, w = gray.shape
-    row_cuts = _best_cuts(gray, 1, rows_wanted, min_fraction, edges) if rows_wanted != 1 else []
-    rows = _segments(h, row_cuts)
-    per_row_options: list[dict[int, list[tuple[int, int]]]] = []
-    for y0, y1 in rows:
-        band = gray[y0:y1]
-        if expected:
-            options = {1: []}
-            for count in range(2, expected + 1):
-                cuts = _best_cuts(band, 0, count, min_fraction / 2, edges)
-                if cuts:
-                    options[count] = cuts
-        else:
-            cuts = _best_cuts(band, 0, None, min_fraction / 2)
-            options = {len(cuts) + 1: cuts}
-        per_row_options.append(options)
-    chosen = _choose_counts(per_row_options, expected)
-    boxes: list[PixelBox] = []
-    for (y0, y1), cuts in zip(rows, chosen):
-        for x0, x1 in _segments(w, cuts):
-            boxes.append(_trim(gray, (x0, y0, x1, y1)))
-    return boxes
-
-
-def _choose_counts(
-    per_row_options: list[dict[int, list[tuple[int, int]]]], expected: int | None
-) -> list[list[tuple[int, int]]]:
-    """Pick one column split per row so the panel total is `expected` (evenest rows first)."""
-    if not expected:
-        return [next(iter(options.values())) for options in per_row_options]
-    for counts in itertools.product(*[sorted(options, reverse=True) for options in per_row_options]):
-        if sum(counts) == expected:
-            return [options[count] for options, count in zip(per_row_options, counts)]
-    return [[] for _ in per_row_options]
+    width, height = x1 - x0, y1 - y0
+    if width < 8 or height < 8 or not 0.25 <= width / height <= 4.0:
+        return False
+    return prior or float((gray[y0:y1, x0:x1] >= 225).mean()) < 0.4
 
 
 def _trim(gray: np.ndarray, box: PixelBox) -> PixelBox:
