@@ -76,29 +76,41 @@ def bare_seconds(engines: list, images: list[np.ndarray]) -> list[float]:
 
 
 class LineCounter:
-    """The configured engine, counting the lines it detects and the ones it reads whole or at
+    """The configured engine, counting the lines it detects and the ones it reads whole or only at
     their start (a read box that is not a detected box is a line start)."""
 
     def __init__(self, engine) -> None:
         self.engine, self.name = engine, engine.name
+        self.page = 0
         self.detected: set = set()
-        self.counts = {"detected": 0, "whole": 0, "start": 0}
+        self.whole: set = set()
+        self.start: set = set()
+        self.lines = 0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"detected": self.lines, "whole": len(self.whole), "start": len(self.start - self.whole)}
 
     def recognise(self, image):
         lines = self.engine.recognise(image)
-        self.counts["detected"] += len(lines)
-        self.counts["whole"] += len(lines)
+        self.page += 1
+        self.whole |= {(self.page, index) for index in range(len(lines))}
         return lines
 
     def detect(self, image):
         boxes = self.engine.detect(image)
-        self.detected = set(boxes)
-        self.counts["detected"] += len(boxes)
+        self.page += 1
+        self.detected = {box: index for index, box in enumerate(boxes)}
+        self.lines += len(boxes)
         return boxes
 
     def read_boxes(self, image, boxes):
         for box in boxes:
-            self.counts["whole" if box in self.detected else "start"] += 1
+            if box in self.detected:
+                self.whole.add((self.page, self.detected[box]))
+            else:  # a line start: the detected box it starts
+                index = next(i for b, i in self.detected.items() if b[:2] == box[:2] and b[3] == box[3])
+                self.start.add((self.page, index))
         return self.engine.read_boxes(image, boxes)
 
     def recognise_line(self, image):
@@ -118,28 +130,33 @@ def scanned_step1(pdf: Path, out: Path, ocr: OcrOptions):
     seconds = time.perf_counter() - started
     align_document(run, bank, read_line=engine.recognise_line)
     doc.close()
+    counts = counter.counts
     if ocr.lines == "all":  # whole-page OCR returns only the lines it kept: count what it detected
-        counter.counts["detected"] = sum(len(engine.detect(image)) for image in page_images(pdf))
-    return seconds, run, counter.counts
+        counts["detected"] = sum(len(engine.detect(image)) for image in page_images(pdf))
+    return seconds, run, counts
 
 
 def caption_scores(truth, runs) -> dict:
-    """Figure ids among step-1 captions, pairs with the right figure id and caption similarity >= 0.9,
-    over the truth's retinal panels."""
-    figure_ids = extraction_recall(truth, runs)
-    wanted = {(t.pdf, t.figure_id) for t in truth}
+    """Figure ids among step-1 captions (any numbering separator), and pairs with the right figure
+    id and with caption similarity >= 0.9 over the truth's retinal panels."""
+    captions = {
+        (Path(run.source.path).name, caption.figure_id) for run in runs for page in run.pages for caption in page.captions
+    }
+    wanted = sorted({(t.pdf, t.figure_id) for t in truth})
+    missing = [f"{pdf} {figure_id}" for pdf, figure_id in wanted
+               if not any(name == pdf and same_figure_id(figure_id, found) for name, found in captions)]
     pairs = [pair for run in runs for pair in run.pairs]
     panels = [t for t in truth if t.pair]
     matched = match_pairs(panels, pairs)
     right_id = sum(same_figure_id(panels[ti].figure_id, pairs[pi].figure_id) for ti, pi in matched.items())
     good = sum(caption_similarity(panels[ti], pairs[pi]) >= 0.9 for ti, pi in matched.items())
     return {
-        "caption_ids": 1 - len(figure_ids["caption_ids_missing"]) / max(1, len(wanted)),
+        "caption_ids": 1 - len(missing) / max(1, len(wanted)),
         "pair_ids": right_id / max(1, len(panels)),
         "similar": good / max(1, len(panels)),
         "panels": len(panels),
-        "regions": figure_ids["recall"].get("scanned"),
-        "missing": figure_ids["caption_ids_missing"],
+        "regions": extraction_recall(truth, runs)["recall"].get("scanned"),
+        "missing": missing,
     }
 
 
