@@ -282,7 +282,7 @@ def main() -> None:
         scan = extraction_recall(scanned_truth, new_runs)
         print(f"figure-region recall: born-digital {born['recall']['all']} ({born['panels']['all']} panels), "
               f"scanned {scan['recall']['scanned']} ({scan['panels']['scanned']} panels); "
-              f"caption ids missing: {len(born['caption_ids_missing']) + len(scan['caption_ids_missing'])}")
+              f"caption ids missing: {len(born['caption_ids_missing']) + len(new_scores['missing'])}")
 
         queue = multiprocessing.get_context("spawn").Queue()
         child = multiprocessing.get_context("spawn").Process(
