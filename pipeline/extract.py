@@ -47,6 +47,7 @@ from pipeline.layout import (
     union_bbox,
 )
 from pipeline.ocr import OcrEngine, OcrLine, OcrOptions, create_ocr_engine
+from pipeline.ocr_select import read_selected_lines
 
 log = logging.getLogger(__name__)
 
@@ -664,13 +665,16 @@ def _tile_partner(box: BBox, others: list[BBox], gap: float) -> bool:
 
 
 def _page_raster(doc: pymupdf.Document, page: pymupdf.Page, page_no: int, options: ExtractOptions) -> np.ndarray:
-    """The page as RGB pixels: the scan itself when the page is one image, else a rendering."""
-    infos = [i for i in _image_infos(page, page_no, options) if i.get("xref")]
-    if len(infos) == 1 and _is_upright(infos[0]["transform"]):
-        pixels = _pixmap_array(pymupdf.Pixmap(doc, infos[0]["xref"]))
-        dpi = pixels.shape[1] / page.rect.width * 72
-        if dpi <= options.raster_max_dpi * 1.05:
-            return pixels
+    """The page as RGB pixels: the scan itself when the page is one image of at most
+    raster_max_dpi, else a rendering. The scan is decoded once: its xref and size come from the
+    page's image list (matching placements to xrefs would decode it once more)."""
+    images, infos = page.get_images(), page.get_image_info()
+    if len(images) == 1 and len(infos) == 1 and _is_upright(infos[0]["transform"]):
+        xref, _, width, height = images[0][:4]
+        if width / page.rect.width * 72 <= options.raster_max_dpi * 1.05 and not over_limit(
+            width, height, options.max_image_pixels
+        ):
+            return _pixmap_array(pymupdf.Pixmap(doc, xref))
     return _pixmap_array(page.get_pixmap(dpi=_fit_dpi(page, page.rect, options.raster_max_dpi, page_no, options)))
 
 
@@ -774,7 +778,7 @@ def _ocr_blocks(lines: list[OcrLine], page_no: int, scale: float, inverse: np.nd
                 and overlap > 0
                 and abs(line.box[0] - last.box[0]) < 4 * height
                 and max(height, last_height) <= 1.3 * min(height, last_height)
-                and mostly_cjk(line.text) == mostly_cjk(last.text)
+                and (not line.text or not last.text or mostly_cjk(line.text) == mostly_cjk(last.text))
             ):
                 target = block
                 break
@@ -792,7 +796,7 @@ def _ocr_blocks(lines: list[OcrLine], page_no: int, scale: float, inverse: np.nd
             TextBlock(
                 page=page_no,
                 bbox=_map_box(box, inverse, scale),
-                text="\n".join(line.text.strip() for line in block),
+                text="\n".join(line.text.strip() for line in block if line.text.strip()),
                 column=0,
                 order=0,
                 source="ocr",
@@ -816,8 +820,20 @@ def _scanned_page(
     scale = page.rect.width / raster.shape[1]
     angle = estimate_skew(cv2.cvtColor(raster, cv2.COLOR_RGB2GRAY), options.max_skew_degrees)
     deskewed, inverse = _rotate(raster, angle) if angle else (raster, cv2.invertAffineTransform(np.eye(2, 3)))
-    lines = ocr.recognise(deskewed)
-    figure_boxes = find_raster_figures(deskewed, [line.box for line in lines], options.min_figure_side / scale)
+    min_side = options.min_figure_side / scale
+    if options.ocr.lines == "all":
+        lines = ocr.recognise(deskewed)
+        figure_boxes = find_raster_figures(deskewed, [line.box for line in lines], min_side)
+    else:
+        # detection once; figures are the ink left when every detected line is masked
+        boxes = ocr.detect(deskewed)
+        figure_boxes = find_raster_figures(deskewed, boxes, min_side)
+        read = read_selected_lines(ocr, deskewed, boxes, figure_boxes, options.ocr.min_confidence)
+        lines = read.lines
+        log.debug(
+            "%s page %d: %d lines, %d read whole, %d at their start%s", page.parent.name, page_no, read.detected,
+            read.read_whole, read.read_start, " (fallback: no caption start near the figures)" if read.fallback else "",
+        )
 
     def inside_figure(line: OcrLine) -> bool:
         cx, cy = (line.box[0] + line.box[2]) / 2, (line.box[1] + line.box[3]) / 2
@@ -912,11 +928,13 @@ def extract_document(
     bank: ImageBank,
     options: ExtractOptions | None = None,
     on_page: PageCallback | None = None,
+    ocr: OcrEngine | None = None,
 ) -> DocumentRun:
     """Step 1 for an opened PDF, page by page so memory stays flat however long the book is.
 
     A page that fails is recorded (error naming the page, a `bad_page` reject) and the book goes
-    on as `partial`. `on_page` hears of each page done (a progress display).
+    on as `partial`. `on_page` hears of each page done (a progress display). `ocr`: the engine
+    for scanned pages, instead of the one `options.ocr` describes (created on the first scanned page).
     """
     options = options or ExtractOptions()
     engine: list[OcrEngine] = []
@@ -926,7 +944,7 @@ def extract_document(
         nonlocal ocr_pages
         ocr_pages += 1  # asked once per page that is OCR'd
         if not engine:
-            engine.append(create_ocr_engine(options.ocr))
+            engine.append(ocr or create_ocr_engine(options.ocr))
         return engine[0]
 
     started = time.perf_counter()

@@ -26,9 +26,22 @@ class OcrOptions(BaseModel):
     engine: Literal["rapidocr", "paddleocr"] = Field(
         "rapidocr", description="OCR engine: 'rapidocr' (bundled PP-OCR ONNX models) or 'paddleocr' (local models)."
     )
+    lines: Literal["selected", "all"] = Field(
+        "selected",
+        description="Which detected lines of a scanned page are recognised: 'selected' (lines that can be captions or "
+        "figure labels, the rest only where a figure's caption is not found that way) or 'all' (whole-page OCR).",
+    )
     min_confidence: float = Field(0.5, description="Recognised lines below this confidence are dropped.")
     max_side_len: int = Field(2400, description="Longest image side the engine processes before downscaling.")
-    det_limit_side_len: int = Field(960, description="Detector input size (shorter side) for text detection.")
+    det_limit_side_len: int = Field(
+        1280, description="Detector input size: the side named by det_limit_type is scaled to this many pixels."
+    )
+    det_limit_type: Literal["min", "max"] = Field(
+        "max",
+        description="'max': pages whose longer side exceeds det_limit_side_len are downscaled for detection; "
+        "'min': pages whose shorter side is below it are upscaled.",
+    )
+    rec_batch_size: int = Field(8, ge=1, description="Text-line crops recognised per inference call.")
     threads: int = Field(0, description="Inference threads for the ONNX runtime; 0 lets the runtime decide.")
     paddle_det_model_dir: Path | None = Field(
         None,
@@ -55,11 +68,20 @@ class OcrLine(BaseModel):
     confidence: float
 
 
+Box = tuple[float, float, float, float]
+
+
 class OcrEngine(Protocol):
     name: str
 
     def recognise(self, image: np.ndarray) -> list[OcrLine]:
-        """Recognise text lines in an RGB uint8 image."""
+        """Recognise text lines in an RGB uint8 image (whole-page OCR)."""
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        """Text-line boxes (x0, y0, x1, y1, image pixels) of an RGB uint8 image, nothing recognised."""
+
+    def read_boxes(self, image: np.ndarray, boxes: list[Box]) -> list[tuple[str, float]]:
+        """Recognise the given line boxes of `image` in batches: (text, confidence) per box."""
 
     def recognise_line(self, image: np.ndarray) -> tuple[str, float] | None:
         """Read an image that holds one short line of text (no detection); None if unsupported."""
@@ -82,6 +104,8 @@ class RapidOcrEngine:
             "Global.max_side_len": options.max_side_len,
             "Global.text_score": options.min_confidence,
             "Det.limit_side_len": options.det_limit_side_len,
+            "Det.limit_type": options.det_limit_type,
+            "Rec.rec_batch_num": options.rec_batch_size,
         }
         if options.threads:
             params["EngineConfig.onnxruntime.intra_op_num_threads"] = options.threads
@@ -90,6 +114,24 @@ class RapidOcrEngine:
         # them, under a lock, so full-page OCR and label reading can share one engine across threads.
         self._lock = threading.Lock()
         self.name = f"rapidocr {metadata.version('rapidocr')} (PP-OCR onnx)"
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        with self._lock:
+            result = self._engine(image, use_det=True, use_cls=False, use_rec=False)
+        if getattr(result, "boxes", None) is None:
+            return []
+        return [axis_aligned(box) for box in result.boxes]
+
+    def read_boxes(self, image: np.ndarray, boxes: list[Box]) -> list[tuple[str, float]]:
+        from rapidocr.ch_ppocr_rec import TextRecInput
+
+        if not boxes:
+            return []
+        crops = line_crops(image, boxes)
+        with self._lock:
+            # the facade recognises one image per call; its recogniser (loaded once) takes a batch
+            result = self._engine._load_rec_model()(TextRecInput(img=crops))
+        return [(text, float(score)) for text, score in zip(result.txts, result.scores)]
 
     def recognise(self, image: np.ndarray) -> list[OcrLine]:
         with self._lock:
@@ -110,6 +152,14 @@ class RapidOcrEngine:
         return result.txts[0], float(result.scores[0])
 
 
+def line_crops(image: np.ndarray, boxes: list[Box]) -> list[np.ndarray]:
+    """The crops whole-page OCR makes of line boxes (a crop taller than wide is turned on its side)."""
+    from rapidocr.utils.process_img import get_rotate_crop_image
+
+    corners = [np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32) for x0, y0, x1, y1 in boxes]
+    return [get_rotate_crop_image(image, points) for points in corners]
+
+
 @functools.lru_cache(maxsize=4)
 def _cached_engine(options_json: str) -> OcrEngine:
     options = OcrOptions.model_validate_json(options_json)
@@ -126,10 +176,11 @@ def _cached_engine(options_json: str) -> OcrEngine:
 def create_ocr_engine(options: OcrOptions | None = None) -> OcrEngine:
     """Return a (process-wide cached) OCR engine; loading models takes a moment, so reuse it."""
     options = options or OcrOptions()
-    # RapidOCR ignores the paddle_* settings: builds in different work directories share one engine.
-    ignored = set()
+    # Which lines step 1 reads is not an engine setting; RapidOCR ignores the paddle_* settings:
+    # builds in different work directories share one engine.
+    ignored = {"lines"}
     if options.engine == "rapidocr":
-        ignored = {name for name in OcrOptions.model_fields if name.startswith("paddle_")}
+        ignored |= {name for name in OcrOptions.model_fields if name.startswith("paddle_")}
     return _cached_engine(options.model_dump_json(exclude=ignored))
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 from foundation.files import sha256_file, write_atomic
-from pipeline.ocr import OcrLine, OcrOptions, axis_aligned
+from pipeline.ocr import Box, OcrLine, OcrOptions, axis_aligned, line_crops
 
 log = logging.getLogger(__name__)
 
@@ -303,11 +303,15 @@ class PaddleOcrEngine:
             use_doc_unwarping=False,
             use_textline_orientation=False,
             text_det_limit_side_len=options.det_limit_side_len,
-            text_det_limit_type="min",
+            text_det_limit_type=options.det_limit_type,
             text_rec_score_thresh=options.min_confidence,
             **common,
         )
-        # Single lines (panel letters) skip detection: the recogniser alone, on the same model.
+        # Detection alone and recognition alone (selected lines, panel letters), on the same models.
+        self._detector = paddleocr.TextDetection(
+            model_name=models.det_name, model_dir=str(models.det_dir),
+            limit_side_len=options.det_limit_side_len, limit_type=options.det_limit_type, **common,
+        )
         self._recogniser = paddleocr.TextRecognition(
             model_name=models.rec_name, model_dir=str(models.rec_dir), **common
         )
@@ -336,6 +340,21 @@ class PaddleOcrEngine:
                     box = tuple(value * factor for value in axis_aligned(poly))
                     lines.append(OcrLine(text=text, box=box, confidence=float(score)))
         return lines
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        small = self._downscaled(image)
+        factor = image.shape[1] / small.shape[1]
+        with self._lock:
+            pages = list(self._detector.predict(np.ascontiguousarray(small[:, :, ::-1])))
+        return [tuple(value * factor for value in axis_aligned(poly)) for page in pages for poly in page["dt_polys"]]
+
+    def read_boxes(self, image: np.ndarray, boxes: list[Box]) -> list[tuple[str, float]]:
+        if not boxes:
+            return []
+        crops = [np.ascontiguousarray(crop[:, :, ::-1]) for crop in line_crops(image, boxes)]
+        with self._lock:
+            results = list(self._recogniser.predict(crops, batch_size=self.options.rec_batch_size))
+        return [(result["rec_text"], float(result["rec_score"])) for result in results]
 
     def recognise_line(self, image: np.ndarray) -> tuple[str, float] | None:
         with self._lock:
