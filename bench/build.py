@@ -57,8 +57,8 @@ def dask_build_seconds(pdfs: list[Path], n_workers: int, tmp: Path) -> float:
     """Wall seconds of steps 1-3 and the build record on a fresh local cluster of n worker processes."""
     from distributed import Client, LocalCluster
 
-    from flows.build_flow import build_dataset
     from flows.commands_build import build_options
+    from rebuild import timed_build  # bench/rebuild.py: one timed, unpublished build
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
     one_thread = {"OMP_NUM_THREADS": "1"}  # as on worker hosts (docs/scale.md): one PDF, one core
@@ -71,13 +71,7 @@ def dask_build_seconds(pdfs: list[Path], n_workers: int, tmp: Path) -> float:
             work_dir=tmp / f"work-dask-{n_workers}", registry=tmp / f"registry-dask-{n_workers}",
             task_runner="dask", dask_address=cluster.scheduler_address,
         )
-        started = time.perf_counter()
-        result = build_dataset(pdfs=pdfs, options=options, publish=False)
-        seconds = time.perf_counter() - started
-    failed = [doc.pdf for doc in result.record.documents if doc.failed]
-    if failed:
-        raise RuntimeError(f"dask build with {n_workers} worker(s) failed on {failed}")
-    return seconds
+        return timed_build(pdfs, options)
 
 
 def measure_dask(n_pdfs: int, pages: int, tmp: Path) -> None:
