@@ -344,7 +344,7 @@ def _clip_at_captions(
     shows, and that box can run over its own caption. A caption start lying inside an image's
     box marks where the visible figure ends: the region is cut there and rendered as shown."""
     result = []
-    for region in regions:
+    for number, region in enumerate(regions, start=1):
         inside = [b.bbox for b in blocks if b.caption_start is not None and _inside(b.bbox, region.bbox, 0.6)]
         if not inside:
             result.append(region)
@@ -368,7 +368,7 @@ def _clip_at_captions(
             log.warning("page %d: image at %s cannot be rendered as clipped (%s: %s)", page_no, _box_text(bbox), type(exc).__name__, exc)
             result.append(region)
             continue
-        result.append(_region(page_no, int(region.region_id.rsplit("r", 1)[1]), bbox, stored, pixels, "merged", region.parts))
+        result.append(_region(page_no, number, bbox, stored, pixels, "merged", region.parts))
     return result
 
 
