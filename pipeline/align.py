@@ -37,7 +37,7 @@ from pipeline.caption_parse import parse_caption
 from pipeline.clean import canonical_caption
 from pipeline.images import ImageBank
 from pipeline.layout import column_of, mostly_cjk, union_bbox
-from pipeline.panels import read_panel_label, split_panels
+from pipeline.panels import MIN_SPLIT_SCORE, panel_layouts, read_panel_label, split_panels
 
 log = logging.getLogger(__name__)
 
@@ -698,14 +698,43 @@ def _order_by_labels(
 
 
 def _panels(cluster: Cluster, letters: list[str], bank: ImageBank) -> list[tuple[BBox, str, str]]:
-    """(page bbox, sha256, image path) per panel: the regions themselves, or a stitched image split."""
-    if len(cluster.regions) == 1 and len(letters) != 1:
-        region = cluster.regions[0]
-        image = bank.pixels(region.image_file)
-        boxes = split_panels(image, expected=len(letters) or None)
+    """(page bbox, sha256, image path) per panel: the regions themselves, or stitched images split.
+
+    With fewer images than the caption names panels, some images hold several (a stitched row
+    beside single panels, or one image for the whole figure): each image's surest splits are
+    compared and the sharing of the panel count between the images whose least sure split is
+    surest wins."""
+    regions = cluster.regions
+    if len(regions) == 1 and not letters:
+        image = bank.pixels(regions[0].image_file)
+        boxes = split_panels(image)
         if len(boxes) > 1:
-            return [_store_crop(image, box, region, bank) for box in boxes]
-    return [(r.bbox, r.image_sha256, r.image_file) for r in cluster.regions]
+            return [_store_crop(image, box, regions[0], bank) for box in boxes]
+    if len(letters) <= len(regions):
+        return [(r.bbox, r.image_sha256, r.image_file) for r in regions]
+    images = [bank.pixels(r.image_file) for r in regions]
+    spare = len(letters) - len(regions)
+    layouts = [panel_layouts(image, spare + 1) for image in images]
+    # panels so far -> (least sureness, counts per image), image by image
+    shares: dict[int, tuple[float, tuple[int, ...]]] = {0: (float("inf"), ())}
+    for layout in layouts:
+        grown: dict[int, tuple[float, tuple[int, ...]]] = {}
+        for total, (score, counts) in shares.items():
+            for count, (sureness, _) in layout.items():
+                option = (min(score, sureness), counts + (count,))
+                if total + count <= len(letters) and option[0] > grown.get(total + count, (-1.0,))[0]:
+                    grown[total + count] = option
+        shares = grown
+    best = shares.get(len(letters))
+    if best is None or best[0] < MIN_SPLIT_SCORE:
+        return [(r.bbox, r.image_sha256, r.image_file) for r in regions]
+    panels = []
+    for region, image, layout, count in zip(regions, images, layouts, best[1]):
+        if count == 1:
+            panels.append((region.bbox, region.image_sha256, region.image_file))
+        else:
+            panels.extend(_store_crop(image, box, region, bank) for box in layout[count][1])
+    return panels
 
 
 def _store_crop(

@@ -13,7 +13,7 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -42,7 +42,6 @@ from pipeline.layout import (
     detect_columns,
     find_captions,
     mark_running_text,
-    mostly_cjk,
     reading_order,
     union_bbox,
 )
@@ -424,7 +423,7 @@ def _scan_regions(
     scale = page.rect.width / raster.shape[1]
     text_boxes = [tuple(v / scale for v in block.bbox) for block in blocks]
     regions = []
-    for x0, y0, x1, y1 in find_raster_figures(raster, text_boxes, options.min_figure_side / scale):
+    for x0, y0, x1, y1 in find_raster_figures(raster, text_boxes, options.min_figure_side / scale, options.panel_gap / scale):
         digest, relative = bank.put(raster[y0:y1, x0:x1])
         regions.append(
             _region(page_no, len(regions) + 1, tuple(v * scale for v in (x0, y0, x1, y1)), (digest, relative),
@@ -640,16 +639,22 @@ def _cluster_boxes(boxes: list[BBox], gap: float) -> list[list[int]]:
 def _panel_sibling(box: BBox, others: list[BBox], options: ExtractOptions) -> bool:
     """A small image set in a row or column of images of its size (a grid of small panels) is a
     panel, not a decoration."""
+    return _in_panel_row(box, others, options.min_figure_side, options.panel_gap)
+
+
+def _in_panel_row(box: BBox, others: Sequence[BBox], min_side: float, panel_gap: float) -> bool:
+    """`box` (at least half the figure threshold) sits beside or above another box of its size,
+    at most `panel_gap` away (in the boxes' own units: points or pixels)."""
     width, height = box[2] - box[0], box[3] - box[1]
-    if width * height < options.min_figure_area / 2 or min(width, height) < options.min_figure_side / 2:
+    if width * height < min_side**2 / 2 or min(width, height) < min_side / 2:
         return False
     for other in others:
-        if other == box:
+        if tuple(other) == tuple(box):
             continue
         ow, oh = other[2] - other[0], other[3] - other[1]
-        beside = abs(oh - height) <= 0.2 * max(oh, height) and 0 <= max(other[0] - box[2], box[0] - other[2]) <= options.panel_gap
+        beside = abs(oh - height) <= 0.2 * max(oh, height) and 0 <= max(other[0] - box[2], box[0] - other[2]) <= panel_gap
         beside = beside and min(box[3], other[3]) - max(box[1], other[1]) > 0.5 * height
-        stacked = abs(ow - width) <= 0.2 * max(ow, width) and 0 <= max(other[1] - box[3], box[1] - other[3]) <= options.panel_gap
+        stacked = abs(ow - width) <= 0.2 * max(ow, width) and 0 <= max(other[1] - box[3], box[1] - other[3]) <= panel_gap
         stacked = stacked and min(box[2], other[2]) - max(box[0], other[0]) > 0.5 * width
         if beside or stacked:
             return True
@@ -718,11 +723,13 @@ def _map_box(box: tuple[float, float, float, float], inverse: np.ndarray, scale:
 
 
 def find_raster_figures(
-    image: np.ndarray, text_boxes: list[tuple[float, float, float, float]], min_side_px: float
+    image: np.ndarray, text_boxes: list[tuple[float, float, float, float]], min_side_px: float,
+    panel_gap_px: float = 0.0,
 ) -> list[tuple[int, int, int, int]]:
     """Figure boxes (pixels) on a page raster: large inked areas once recognised text is removed.
 
-    Panels separated by page-white gutters come out as separate boxes.
+    Panels separated by page-white gutters come out as separate boxes; with `panel_gap_px`, a
+    smaller one in a row or column of its size (a grid of small panels) is kept as well.
     """
     gray = cv2.medianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 3)
     ink = (gray < 215).astype(np.uint8)
@@ -731,11 +738,14 @@ def find_raster_figures(
     ink = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     ink = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     count, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
-    boxes = []
+    boxes, small = [], []
     for label in range(1, count):
         x, y, w, h, area = stats[label]
-        if min(w, h) >= min_side_px and area >= 0.02 * w * h:
-            boxes.append([int(x), int(y), int(x + w), int(y + h)])
+        if area >= 0.02 * w * h:
+            (boxes if min(w, h) >= min_side_px else small).append([int(x), int(y), int(x + w), int(y + h)])
+    if panel_gap_px and small:
+        pictures = [b for b in small if ink[b[1] : b[3], b[0] : b[2]].mean() >= 0.6]  # solid, not strokes
+        boxes += [b for b in pictures if _in_panel_row(b, boxes + pictures, min_side_px, panel_gap_px)]
     merged = _merge_overlapping(boxes)
     return [tuple(b) for b in sorted(merged, key=lambda b: (b[1], b[0]))]
 
@@ -757,6 +767,13 @@ def _merge_overlapping(boxes: list[list[int]]) -> list[list[int]]:
     return boxes
 
 
+def _writes_chinese(text: str) -> bool:
+    """A line of Chinese, terms in Latin letters included ("B．ICGA示…"): a quarter of its letters
+    are CJK ideographs. English and Chinese captions printed one after the other stay apart."""
+    letters = [ch for ch in text if ch.isalpha()]
+    return bool(letters) and sum("\u4e00" <= ch <= "\u9fff" for ch in letters) >= 0.25 * len(letters)
+
+
 def _ocr_blocks(lines: list[OcrLine], page_no: int, scale: float, inverse: np.ndarray) -> list[TextBlock]:
     """Group OCR lines into blocks: consecutive lines of one column, close together; a line that
     starts with a figure number starts a block (matched once per line, kept on the block)."""
@@ -766,19 +783,23 @@ def _ocr_blocks(lines: list[OcrLine], page_no: int, scale: float, inverse: np.nd
     for line in lines:
         height = line.box[3] - line.box[1]
         target = None
-        for block in reversed(blocks[-6:]):
+        for block in reversed(blocks):  # most recent first; labels and the other column interleave
             last = block[-1]
             gap = line.box[1] - last.box[3]
+            if gap > 0.9 * height:
+                continue
             overlap = min(line.box[2], last.box[2]) - max(line.box[0], last.box[0])
-            last_height = last.box[3] - last.box[1]
+            # the block's typical line height: one line's box is unsteady (CJK boxes more so)
+            block_height = float(np.median([b.box[3] - b.box[1] for b in block]))
+            cjk = _writes_chinese(line.text)
             spacing = block[-1].box[1] - block[-2].box[3] if len(block) > 1 else None
             if (
                 -0.5 * height <= gap <= 0.9 * height
-                and (spacing is None or gap <= spacing + 0.3 * height)  # a wider gap starts a paragraph
+                and (spacing is None or gap <= spacing + 0.3 * max(height, block_height))  # a wider gap starts a paragraph
                 and overlap > 0
                 and abs(line.box[0] - last.box[0]) < 4 * height
-                and max(height, last_height) <= 1.3 * min(height, last_height)
-                and (not line.text or not last.text or mostly_cjk(line.text) == mostly_cjk(last.text))
+                and max(height, block_height) <= (1.5 if cjk else 1.3) * min(height, block_height)
+                and (not line.text or not last.text or cjk == _writes_chinese(last.text))
             ):
                 target = block
                 break
@@ -823,11 +844,11 @@ def _scanned_page(
     min_side = options.min_figure_side / scale
     if options.ocr.lines == "all":
         lines = ocr.recognise(deskewed)
-        figure_boxes = find_raster_figures(deskewed, [line.box for line in lines], min_side)
+        figure_boxes = find_raster_figures(deskewed, [line.box for line in lines], min_side, options.panel_gap / scale)
     else:
         # detection once; figures are the ink left when every detected line is masked
         boxes = ocr.detect(deskewed)
-        figure_boxes = find_raster_figures(deskewed, boxes, min_side)
+        figure_boxes = find_raster_figures(deskewed, boxes, min_side, options.panel_gap / scale)
         read = read_selected_lines(ocr, deskewed, boxes, figure_boxes, options.ocr.min_confidence)
         lines = read.lines
         log.debug(

@@ -97,15 +97,64 @@ def _edge_cuts(image: np.ndarray, axis: int, min_fraction: float) -> list[Cut]:
             ratio = np.minimum(ratio, _step_ratio(step[part], informative[part], half)[1])
     positions = np.arange(9, 9 + mean_step.size)
     minimum = min_fraction * length
-    keep = (
-        (ratio >= 2.0) & (mean_step >= 12) & (positions >= minimum) & (positions <= length - minimum)
-    )
+    inside = (positions >= minimum) & (positions <= length - minimum)
+    strength = np.minimum(1.0, ratio / 10.0) * 0.9 * ((ratio >= 2.0) & (mean_step >= 12))
+    # in a busy neighbourhood (small panels, a disc beside the seam) the mean step may not stand
+    # out; a seam still makes the sharpest step of nearly every line that crosses it
+    consistent = _seam_share(values, informative, half)
+    strength = np.maximum(strength, np.where((consistent >= 0.4) & (mean_step >= 12), 0.9 * consistent, 0.0))
     cuts: list[Cut] = []
-    for index in np.flatnonzero(keep):
-        if ratio[index] < ratio[max(0, index - 4) : index + 5].max():
+    for index in np.flatnonzero((strength > 0) & inside):
+        if strength[index] < strength[max(0, index - 4) : index + 5].max():
             continue  # not the peak of its neighbourhood
         p = int(positions[index])
-        cuts.append((p - 1, p + 1, float(min(1.0, ratio[index] / 10.0)) * 0.9))
+        cuts.append((p - 1, p + 1, float(strength[index])))
+    return cuts
+
+
+def _seam_share(values: np.ndarray, informative: np.ndarray, half: int) -> np.ndarray:
+    """Per position (aligned with _edge_cuts' steps): the share of informative lines whose step
+    there is the sharpest within six pixels either side, the lesser of the band's two halves."""
+    step = _channel_max(np.abs(values[:, 10:-3] - values[:, 7:-6]))
+    padded = np.pad(step, ((0, 0), (6, 6)), mode="edge")
+    n = step.shape[1]
+    side = np.max([padded[:, 6 + s : 6 + s + n] for s in (-6, -5, -4, -3, 3, 4, 5, 6)], axis=0)
+    sharpest = (step >= side + 8) & informative
+    shares = []
+    for part in (slice(0, half), slice(half, None)):
+        counted = informative[part].sum(axis=0)
+        shares.append(np.where(counted >= 0.2 * (half or 1), sharpest[part].sum(axis=0) / np.maximum(counted, 1), 0.0))
+    return np.minimum(*shares)
+
+
+def _line_cuts(gray: np.ndarray, axis: int, min_fraction: float, bright: bool) -> list[Cut]:
+    """Thin gutters a scan has blurred: a white (or black) gutter of a pixel or two prints as a
+    grey line, no longer uniform white, but still lighter (darker) than both sides all along
+    the band. A pixel of the line counts when it stands out from the lines three pixels either
+    side, or is page-white itself where the panel beside it is white too."""
+    values = gray.astype(np.float32)
+    if axis == 0:  # vertical gutters: work on the transposed band
+        values = values.T
+    length = values.shape[0]
+    if length < 24 or values.shape[1] < 8:
+        return []
+    values = cv2.blur(np.ascontiguousarray(values), (5, 1))  # along the line: speckle out
+    if not bright:
+        values = 255.0 - values
+    centre = np.maximum(values[3:-4], values[4:-3])  # a line up to two pixels wide
+    sides = np.maximum(values[:-7], values[7:])
+    stands_out = (centre - sides >= 18) | ((centre >= 215) & (centre >= sides - 4))
+    share = stands_out.mean(axis=1)
+    positions = np.arange(3, 3 + share.size)
+    minimum = min_fraction * length
+    cuts: list[Cut] = []
+    for index in np.flatnonzero((share >= 0.9) & (positions >= minimum) & (positions <= length - minimum)):
+        if share[index] < share[max(0, index - 3) : index + 4].max():
+            continue  # not the peak of its neighbourhood
+        if cuts and positions[index] - cuts[-1][1] < 3:
+            continue  # the same line, a pixel on
+        p = int(positions[index])
+        cuts.append((p, p + 2, (0.95 if bright else 0.8) * float(share[index])))
     return cuts
 
 
@@ -129,12 +178,19 @@ def _candidates(gray: np.ndarray, rgb: np.ndarray, axis: int, min_fraction: floa
     """Separators along one axis: white gutters, and with a caption's panel count also black
     gutters and seams of abutting panels (a single photograph's dark bands must not split it)."""
     cuts: list[Cut] = [(a, b, 1.0) for a, b in _cut_positions(gray, axis, min_fraction, white_only=True)]
-    if prior:
-        taken = [(a, b) for a, b, _ in cuts]
-        cuts += [(a, b, 0.8) for a, b in _cut_positions(gray, axis, min_fraction) if (a, b) not in taken]
-        for a, b, strength in _edge_cuts(rgb, axis, min_fraction):
+
+    def add(more) -> None:
+        for a, b, strength in more:
             if all(b + 3 <= c0 or a - 3 >= c1 for c0, c1, _ in cuts):
                 cuts.append((a, b, strength))
+
+    add(_line_cuts(gray, axis, min_fraction, bright=True))
+    # black gutters: without a panel count only ones of a few lines, between pieces that are
+    # pictures (_plausible), since a single photograph has dark bands of its own
+    add((a, b, 0.8) for a, b in _cut_positions(gray, axis, min_fraction) if prior or b - a >= 3)
+    if prior:
+        add(_line_cuts(gray, axis, min_fraction, bright=False))
+        add(_edge_cuts(rgb, axis, min_fraction))
     if len(cuts) > MAX_CANDIDATES:
         cuts = sorted(cuts, key=lambda c: (-c[2], c[0] - c[1]))[:MAX_CANDIDATES]
     return sorted(cuts)
@@ -178,16 +234,42 @@ def split_panels(image: np.ndarray, expected: int | None = None, min_fraction: f
     are surest wins. Without it only white gutters split, into panels that are pictures.
     """
     h, w = image.shape[:2]
-    whole: list[PixelBox] = [(0, 0, w, h)]
     if expected == 1:
-        return whole
+        return [(0, 0, w, h)]
+    if expected:
+        score, boxes = panel_layouts(image, expected, min_fraction).get(expected, (0.0, []))
+        return boxes if score >= MIN_SPLIT_SCORE else [(0, 0, w, h)]
+    layouts = _levelled(image, lambda level: _split_level(level, None, min_fraction))
+    best = max(layouts.items(), key=lambda item: item[0]) if layouts else None
+    return best[1][1] if best and best[1][0] >= 0.5 else [(0, 0, w, h)]
+
+
+MIN_SPLIT_SCORE = 0.35
+"""How sure the separators of a split guided by a panel count must be (below it: one panel)."""
+
+
+def panel_layouts(image: np.ndarray, most: int, min_fraction: float = 0.12) -> dict[int, tuple[float, list[PixelBox]]]:
+    """For each panel count from 1 to `most`: how sure (0-1.2) the surest split into that many
+    panels is, and its boxes in reading order. One panel is the whole image, sure. The caller
+    knows how many panels a figure has (its caption's letters) but not always how they are shared
+    between the figure's images; comparing the counts tells."""
+    h, w = image.shape[:2]
+    layouts = _levelled(image, lambda level: _split_level(level, most, min_fraction)) if most > 1 else {}
+    layouts[1] = (1.0, [(0, 0, w, h)])
+    return layouts
+
+
+def _levelled(image: np.ndarray, split) -> dict[int, tuple[float, list[PixelBox]]]:
+    """`split` run on the image levelled first when it is a scan a little askew (gutters are
+    straight only then), with its boxes mapped back to the image as given."""
     angle = _tilt(image)
-    if angle:  # a scan a little askew: gutters are straight only once it is levelled
-        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-        level = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=(255,) * 3)
-        boxes = _split_level(level, expected, min_fraction)
-        return boxes if len(boxes) == 1 else [_unrotate(box, cv2.invertAffineTransform(matrix), w, h) for box in boxes]
-    return _split_level(image, expected, min_fraction)
+    if not angle:
+        return split(image)
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    level = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=(255,) * 3)
+    inverse = cv2.invertAffineTransform(matrix)
+    return {n: (score, [_unrotate(box, inverse, w, h) for box in boxes]) for n, (score, boxes) in split(level).items()}
 
 
 def _tilt(image: np.ndarray, max_degrees: float = 1.5) -> float:
@@ -226,15 +308,16 @@ def _unrotate(box: PixelBox, inverse: np.ndarray, width: int, height: int) -> Pi
     )
 
 
-def _split_level(image: np.ndarray, expected: int | None, min_fraction: float) -> list[PixelBox]:
-    """split_panels on an image whose gutters run straight along its rows and columns."""
+def _split_level(image: np.ndarray, expected: int | None, min_fraction: float) -> dict[int, tuple[float, list[PixelBox]]]:
+    """Splits of an image whose gutters run straight along its rows and columns, by panel count
+    (2 and more): with a panel count, the surest split into each count up to it; without, each
+    row split at all its white gutters."""
     rgb = image if image.ndim == 3 else image[:, :, None]
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
     h, w = gray.shape
-    whole: list[PixelBox] = [(0, 0, w, h)]
     prior = bool(expected and expected > 1)
     row_cuts = _candidates(gray, rgb, 1, min_fraction, prior)
-    best: tuple[float, list[PixelBox]] | None = None
+    best: dict[int, tuple[float, list[PixelBox]]] = {}
     band_options: dict[tuple[int, int], dict[int, tuple[float, list[Cut]]]] = {}
     for rows in _row_counts(expected, len(row_cuts)):
         chosen_rows = _best_cuts(h, row_cuts, rows)
@@ -246,24 +329,24 @@ def _split_level(image: np.ndarray, expected: int | None, min_fraction: float) -
             if (y0, y1) not in band_options:
                 band_options[(y0, y1)] = _band_options(gray[y0:y1], rgb[y0:y1], expected, min_fraction, prior)
         options = [band_options[band] for band in bands]
-        # with a panel count, any split of it over the rows; without, each row split at all its gutters
+        # with a panel count, any split of up to it over the rows; without, each row at all its gutters
         choices = [sorted(o) if prior else [max(o)] for o in options]
         for counts in itertools.product(*choices):
-            if expected and sum(counts) != expected:
+            total = sum(counts)
+            if total < 2 or (expected and total > expected):
                 continue
-            boxes, score = [], min([row_score if cuts else 1.0] + [options[i][c][0] for i, c in enumerate(counts)])
+            score = min([row_score if cuts else 1.0] + [options[i][c][0] for i, c in enumerate(counts)])
+            if total in best and best[total][0] >= score:
+                continue
+            boxes = []
             for (y0, y1), option, count in zip(bands, options, counts):
                 for x0, x1 in _segments(w, option[count][1]):
                     boxes.append(_trim(gray, (x0, y0, x1, y1)))
-            if len(boxes) < 2 or not all(_plausible(gray, box, prior) for box in boxes):
-                continue
-            key = (score, len(boxes)) if prior else (len(boxes), score)
-            if best is None or key > ((best[0], len(best[1])) if prior else (len(best[1]), best[0])):
-                best = (score, boxes)
-    if best is None or best[0] < (0.35 if prior else 0.5):
-        return whole
-    logger.debug("split into %d panels (separators %.2f sure)", len(best[1]), best[0])
-    return best[1]
+            if all(_plausible(gray, box, prior) for box in boxes):
+                best[total] = (score, boxes)
+    if best:
+        logger.debug("splits by panel count: %s", {n: round(s, 2) for n, (s, _) in sorted(best.items())})
+    return best
 
 
 def _row_counts(expected: int | None, candidates: int) -> range:
@@ -288,12 +371,14 @@ def _band_options(
 
 def _plausible(gray: np.ndarray, box: PixelBox, prior: bool) -> bool:
     """A panel of a stitched figure has a picture's shape, and (without a caption's panel count)
-    is mostly picture, not page-white: a chart's white plot area is not a gutter between panels."""
+    is mostly picture, not page-white or black: a chart's white plot area is not a gutter between
+    panels, nor the black band over a scan."""
     x0, y0, x1, y1 = box
     width, height = x1 - x0, y1 - y0
     if width < 8 or height < 8 or not 0.25 <= width / height <= 4.0:
         return False
-    return prior or float((gray[y0:y1, x0:x1] >= 225).mean()) < 0.4
+    crop = gray[y0:y1, x0:x1]
+    return prior or (float((crop >= 225).mean()) < 0.4 and float((crop <= 30).mean()) < 0.9)
 
 
 def _trim(gray: np.ndarray, box: PixelBox) -> PixelBox:

@@ -482,18 +482,21 @@ def draw_panel_label(image: np.ndarray, letter: str, corner: str = "top_left") -
 
 
 def stitch_panels(
-    panels: Sequence[np.ndarray], rows: Sequence[Sequence[int]], gutter: int, gutter_value: int
+    panels: Sequence[np.ndarray], rows: Sequence[Sequence[int]], gutter: int, gutter_value: int,
+    row_gutter: int | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
-    """Join panels into one image, row by row, with uniform gutters.
+    """Join panels into one image, row by row, with uniform gutters (`row_gutter` between rows
+    when it differs: a band left for the letters printed under each panel).
 
     Each row's panels must share a height and the rows must share a total width (gutters
     included); returns the image and each panel's pixel box (x0, y0, x1, y1) in input order.
     """
+    row_gutter = gutter if row_gutter is None else row_gutter
     row_widths = {sum(panels[i].shape[1] for i in row) + gutter * (len(row) - 1) for row in rows}
     if len(row_widths) != 1:
         raise ValueError(f"rows of a stitched figure must have one width, got {sorted(row_widths)}")
     total_width = row_widths.pop()
-    total_height = sum(panels[row[0]].shape[0] for row in rows) + gutter * (len(rows) - 1)
+    total_height = sum(panels[row[0]].shape[0] for row in rows) + row_gutter * (len(rows) - 1)
     canvas = np.full((total_height, total_width, 3), gutter_value, dtype=np.uint8)
     boxes: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)] * len(panels)
     y = 0
@@ -507,5 +510,5 @@ def stitch_panels(
             canvas[y : y + row_height, x : x + panel.shape[1]] = panel
             boxes[index] = (x, y, x + panel.shape[1], y + row_height)
             x += panel.shape[1] + gutter
-        y += row_height + gutter
+        y += row_height + row_gutter
     return canvas, boxes

@@ -510,7 +510,6 @@ class _VariedBookWriter:
             gutter = int(layout.gutter_px or 0)
             total_px = int(round(width * PIXELS_PER_POINT))
             images = [None] * count
-            y_px = 0
             for row in rows:
                 row_h = int(round((total_px - gutter * (len(row) - 1)) / sum(aspects[i] for i in row)))
                 x_px = 0
@@ -521,8 +520,10 @@ class _VariedBookWriter:
                         synthetic_images.draw_panel_label(image, label_for_index(index))
                     images[index] = image
                     x_px += w + gutter
-                y_px += row_h + gutter
-            stitched, pixel_boxes = synthetic_images.stitch_panels(images, rows, gutter, 255)
+            # letters under the panels of a stitched figure print in a white band the image leaves
+            # under each row (under the last row, on the page below it)
+            band_px = int(round(under * PIXELS_PER_POINT))
+            stitched, pixel_boxes = synthetic_images.stitch_panels(images, rows, gutter, 255, row_gutter=gutter + band_px)
             scale = width / stitched.shape[1]
             rect = pymupdf.Rect(x0, y0, x0 + width, y0 + stitched.shape[0] * scale)
             page.page.insert_image(rect, stream=_encode(stitched, "cfp"), keep_proportion=False)

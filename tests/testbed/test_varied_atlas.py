@@ -276,3 +276,18 @@ def test_scoring_by_feature_on_the_truth_itself(tmp_path: Path) -> None:
     non_retinal = sum(not t.pair for t in atlas.truth)
     assert non_retinal and with_others["non_retinal_paired"] == non_retinal and with_others["precision"] < 1.0
     assert same_figure_id("3.12", "3-12") and not same_figure_id("3.12", "3-1")
+
+
+def test_letters_under_stitched_panels_print_in_a_band_the_image_leaves(tmp_path: Path) -> None:
+    """Under each row of a stitched grid, the image leaves white room for the letters, which
+    therefore print on white and over no panel."""
+    atlas, doc = _one(tmp_path, {"embedding": "stitched", "label_style": "under_panel", "grid": "2x2"})
+    page = doc[0]
+    spans = [s for b in page.get_text("dict")["blocks"] for line in b.get("lines", []) for s in line["spans"]]
+    letters = [s for s in spans if s["text"].strip() in ("(a)", "(b)", "(c)", "(d)")]
+    assert len(letters) == 4
+    panels = [pymupdf.Rect(row.bbox) for row in atlas.truth]
+    for span in letters:
+        box = pymupdf.Rect(span["bbox"])
+        assert not any((box & panel).get_area() > 0.1 * box.get_area() for panel in panels), span["text"]
+    assert panels[2].y0 - panels[0].y1 >= 10.0
