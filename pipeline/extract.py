@@ -416,12 +416,14 @@ def _scan_with_text_layer(page: pymupdf.Page) -> bool:
 
 
 def _scan_regions(
-    doc: pymupdf.Document, page: pymupdf.Page, page_no: int, blocks: list[TextBlock], bank: ImageBank, options: ExtractOptions
+    doc: pymupdf.Document, page: pymupdf.Page, page_no: int, bank: ImageBank, options: ExtractOptions
 ) -> list[FigureRegion]:
-    """Figure regions of a scan with a text layer: inked areas of the scan once the layer's text is masked."""
+    """Figure regions of a scan with a text layer: inked areas of the scan once the layer's text is
+    masked, word by word (a block of panel letters spans the panels it is printed on: masking its
+    box would cut through them)."""
     raster = _page_raster(doc, page, page_no, options)
     scale = page.rect.width / raster.shape[1]
-    text_boxes = [tuple(v / scale for v in block.bbox) for block in blocks]
+    text_boxes = [tuple(v / scale for v in word[:4]) for word in page.get_text("words") if word[4].strip()]
     regions = []
     for x0, y0, x1, y1 in find_raster_figures(raster, text_boxes, options.min_figure_side / scale, options.panel_gap / scale):
         digest, relative = bank.put(raster[y0:y1, x0:x1])
@@ -798,7 +800,7 @@ def _ocr_blocks(lines: list[OcrLine], page_no: int, scale: float, inverse: np.nd
                 and (spacing is None or gap <= spacing + 0.3 * max(height, block_height))  # a wider gap starts a paragraph
                 and overlap > 0
                 and abs(line.box[0] - last.box[0]) < 4 * height
-                and max(height, block_height) <= (1.5 if cjk else 1.3) * min(height, block_height)
+                and max(height, block_height) <= (1.5 if cjk else 1.4) * min(height, block_height)  # accents, brackets
                 and (not line.text or not last.text or cjk == _writes_chinese(last.text))
             ):
                 target = block
@@ -912,7 +914,7 @@ def extract_page(
         # from the scan itself, as for a scanned page
         scanned = True
         blocks = _native_blocks(page, page_no)
-        regions = _scan_regions(doc, page, page_no, blocks, bank, options)
+        regions = _scan_regions(doc, page, page_no, bank, options)
     else:
         blocks = _native_blocks(page, page_no)
         regions = _native_regions(doc, page, page_no, bank, options, run)

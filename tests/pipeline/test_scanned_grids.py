@@ -164,3 +164,56 @@ def test_a_chinese_caption_with_latin_terms_and_unsteady_line_boxes_is_one_block
     english = _line("Figure 8.2 Diabetic macular oedema.", (845, top + 4, 1288, top + 30))
     blocks = _ocr_blocks(lines + [english], 1, 0.5, cv2.invertAffineTransform(np.eye(2, 3)))
     assert [b.text.split("\n") for b in blocks] == [[t for t, _ in caption], [english.text]]
+
+
+def test_a_text_layer_block_of_panel_letters_does_not_cut_the_panels_of_a_scan(tmp_path: Path):
+    """A scan with a text layer: the letters printed on three small panels in a row are one line
+    of the layer ("A  B  C"), whose box runs across the top of the panels; masking text word by
+    word leaves the panels whole."""
+    rng = np.random.default_rng(3)
+    boxes = [(60, 60, 140, 100), (146, 60, 226, 100), (232, 60, 312, 100)]
+    caption = "Figure 2. Macular oedema. A. Colour fundus photograph. B. Red-free photograph. C. Angiogram."
+
+    def spaced(letters: str) -> str:
+        """The letters, each at its panel's left edge, as one run of text."""
+        text = letters[0]
+        for box, letter in zip(boxes[1:], letters[1:]):
+            while boxes[0][0] + 3 + pymupdf.get_text_length(text + " ", "hebo", 11) <= box[0] + 3:
+                text += " "
+            text += letter
+        return text
+
+    def typeset(page: pymupdf.Page, render_mode: int) -> None:
+        page.insert_text((boxes[0][0] + 3, boxes[0][1] + 11), spaced("ABC"), fontsize=11, fontname="hebo",
+                         color=(1, 1, 1), render_mode=render_mode)
+        page.insert_textbox(pymupdf.Rect(60, 110, 320, 160), caption, fontsize=9, render_mode=render_mode)
+
+    printed = pymupdf.open()
+    page = printed.new_page(width=595, height=842)
+    for box in boxes:
+        page.insert_image(pymupdf.Rect(box), stream=_png(cfp_image(rng, (160, 80))))
+    typeset(page, 0)
+    scan = page.get_pixmap(dpi=150)
+    doc = pymupdf.open()
+    layer = doc.new_page(width=595, height=842)
+    layer.insert_image(layer.rect, stream=scan.tobytes("png"))
+    typeset(layer, 3)  # the invisible text layer over the scan
+    pdf = tmp_path / "scan.pdf"
+    doc.save(pdf)
+    run = extract_pdf(pdf, tmp_path / "out")
+    regions = sorted(run.pages[0].regions, key=lambda r: r.bbox[0])
+    assert len(regions) == 3, [r.bbox for r in regions]
+    assert all(_iou(region.bbox, box) >= 0.85 for region, box in zip(regions, boxes)), [r.bbox for r in regions]
+    aligned = align_document(run, ImageBank(Path(run.directory)))
+    assert sorted(p.panel for p in aligned.pairs) == ["A", "B", "C"]
+
+
+def test_ocr_caption_lines_taller_for_accents_and_brackets_stay_in_the_caption():
+    caption = [("FIG. 1 - Occlusion de la", 22), ("veine centrale de la", 22), ("rétine. (a) Angiographie à", 29),
+               ("la fluorescéine avec", 26), ("diffusion tardive. (b)", 29), ("Cliché en lumière", 27), ("anérythre.", 28)]
+    lines, top = [], 127
+    for text, height in caption:
+        lines.append(_line(text, (421, top, 620, top + height)))
+        top += 24
+    blocks = _ocr_blocks(lines, 1, 0.5, cv2.invertAffineTransform(np.eye(2, 3)))
+    assert [b.text.split("\n") for b in blocks] == [[t for t, _ in caption]]
