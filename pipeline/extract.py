@@ -776,6 +776,21 @@ def _writes_chinese(text: str) -> bool:
     return bool(letters) and sum("\u4e00" <= ch <= "\u9fff" for ch in letters) >= 0.25 * len(letters)
 
 
+def _type_size(line: OcrLine) -> float:
+    """The size of a recognised line's type, in pixels. A Chinese line's box height is unsteady
+    (Latin terms, brackets, the full stop) but its characters are all one em wide: the line's
+    width over its characters (Latin ones about half an em) measures the type better."""
+    height = line.box[3] - line.box[1]
+    if not _writes_chinese(line.text):
+        return height
+    ems = sum(1.0 if _full_width(ch) else 0.55 for ch in line.text if not ch.isspace())
+    return (line.box[2] - line.box[0]) / ems if ems >= 4 else height
+
+
+def _full_width(ch: str) -> bool:
+    return "\u2e80" <= ch <= "\u9fff" or "\u3000" <= ch <= "\u303f" or "\uff00" <= ch <= "\uffef"
+
+
 def _ocr_blocks(lines: list[OcrLine], page_no: int, scale: float, inverse: np.ndarray) -> list[TextBlock]:
     """Group OCR lines into blocks: consecutive lines of one column, close together; a line that
     starts with a figure number starts a block (matched once per line, kept on the block)."""
@@ -791,16 +806,19 @@ def _ocr_blocks(lines: list[OcrLine], page_no: int, scale: float, inverse: np.nd
             if gap > 0.9 * height:
                 continue
             overlap = min(line.box[2], last.box[2]) - max(line.box[0], last.box[0])
-            # the block's typical line height: one line's box is unsteady (CJK boxes more so)
+            # the block's typical type size: one line's box is unsteady
+            size, block_size = _type_size(line), float(np.median([_type_size(b) for b in block]))
             block_height = float(np.median([b.box[3] - b.box[1] for b in block]))
             cjk = _writes_chinese(line.text)
             spacing = block[-1].box[1] - block[-2].box[3] if len(block) > 1 else None
             if (
                 -0.5 * height <= gap <= 0.9 * height
-                and (spacing is None or gap <= spacing + 0.3 * max(height, block_height))  # a wider gap starts a paragraph
+                # a wider gap than the block's line spacing starts a paragraph; after one line,
+                # most of a line's height does
+                and gap <= (0.6 * height if spacing is None else spacing + 0.3 * max(height, block_height))
                 and overlap > 0
                 and abs(line.box[0] - last.box[0]) < 4 * height
-                and max(height, block_height) <= (1.5 if cjk else 1.4) * min(height, block_height)  # accents, brackets
+                and max(size, block_size) <= (1.15 if cjk else 1.4) * min(size, block_size)  # accents, brackets
                 and (not line.text or not last.text or cjk == _writes_chinese(last.text))
             ):
                 target = block

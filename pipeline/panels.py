@@ -158,6 +158,27 @@ def _line_cuts(gray: np.ndarray, axis: int, min_fraction: float, bright: bool) -
     return cuts
 
 
+def _waist_cuts(gray: np.ndarray, axis: int, min_fraction: float) -> list[Cut]:
+    """Where two round fundus fields, each cropped, abut on dark ground: the seam itself may
+    barely show (two grey angiogram backgrounds), but the share of each line that is field, not
+    ground, narrows to a waist there between two broad maxima."""
+    length = gray.shape[0] if axis == 1 else gray.shape[1]
+    if length < 24:
+        return []
+    field = cv2.medianBlur(np.ascontiguousarray(gray), 5) > 25
+    share = np.convolve(field.mean(axis=axis), np.ones(5) / 5, mode="same")
+    minimum = min_fraction * length
+    cuts: list[Cut] = []
+    for p in range(int(max(minimum, 5)), int(length - max(minimum, 5))):
+        if share[p] > share[p - 5 : p + 6].min():
+            continue  # not the lowest point of its neighbourhood
+        sides = min(share[:p].max(), share[p + 1 :].max())
+        depth = 1.0 - share[p] / sides if sides >= 0.6 else 0.0
+        if depth >= 0.4 and not (cuts and p - cuts[-1][1] < 5):
+            cuts.append((p - 1, p + 1, float(0.9 * depth)))
+    return cuts
+
+
 def _channel_max(values: np.ndarray) -> np.ndarray:
     """Largest value over the colour channels (ndarray.max over a last axis of three is slow)."""
     result = values[:, :, 0]
@@ -191,6 +212,7 @@ def _candidates(gray: np.ndarray, rgb: np.ndarray, axis: int, min_fraction: floa
     if prior:
         add(_line_cuts(gray, axis, min_fraction, bright=False))
         add(_edge_cuts(rgb, axis, min_fraction))
+        add(_waist_cuts(gray, axis, min_fraction))
     if len(cuts) > MAX_CANDIDATES:
         cuts = sorted(cuts, key=lambda c: (-c[2], c[0] - c[1]))[:MAX_CANDIDATES]
     return sorted(cuts)

@@ -155,11 +155,14 @@ def test_caption_lines_join_across_panel_labels_and_the_other_column_read_betwee
 
 
 def test_a_chinese_caption_with_latin_terms_and_unsteady_line_boxes_is_one_block():
+    """Box heights from 21 to 31 px in one caption: the type's size is the characters' pitch.
+    An English line right under it stays apart."""
     caption = [("图8.2糖尿病黄斑水肿。A.荧光素血管造影示晚", 26), ("期渗漏。B.无赤光眼底照相示神经纤维层缺损。", 31),
                ("C.ICGA示息肉样病灶。D.彩色眼底照相示散在", 21), ("膜下积液。B.ICGA示", 27), ("出血。E.OCT示视网膜下积液。", 26)]
     lines, top = [], 144
-    for text, height in caption:
-        lines.append(_line(text, (845, top, 1288, top + height)))
+    for text, height in caption:  # one em is 20 px wide; Latin letters about half that
+        width = sum(20 if ord(ch) > 0x2e80 else 11 for ch in text)
+        lines.append(_line(text, (845, top, 845 + width, top + height)))
         top += height + 2
     english = _line("Figure 8.2 Diabetic macular oedema.", (845, top + 4, 1288, top + 30))
     blocks = _ocr_blocks(lines + [english], 1, 0.5, cv2.invertAffineTransform(np.eye(2, 3)))
@@ -217,3 +220,30 @@ def test_ocr_caption_lines_taller_for_accents_and_brackets_stay_in_the_caption()
         top += 24
     blocks = _ocr_blocks(lines, 1, 0.5, cv2.invertAffineTransform(np.eye(2, 3)))
     assert [b.text.split("\n") for b in blocks] == [[t for t, _ in caption]]
+
+
+def test_two_cropped_angiogram_fields_abutting_on_dark_ground_split_at_their_waist():
+    """Two round angiogram fields, each cropped on the side they meet: their grey backgrounds
+    barely differ at the seam, but the field narrows to a waist there."""
+    rng = np.random.default_rng(12)
+    left, right = ffa_image(rng, (300, 260)), ffa_image(rng, (300, 260))
+    # one session's frames: the same background grey on both sides of the seam
+    ground = lambda image: float(np.median(image[image > 25]))  # noqa: E731
+    right = np.clip(right.astype(float) * ground(left) / ground(right), 0, 255).astype(np.uint8)
+    image = np.ascontiguousarray(cv2.GaussianBlur(np.concatenate([left[:, :250], right[:, 45:]], axis=1), (5, 5), 1.2))
+    found = split_panels(_jpeg(image), expected=2)
+    assert len(found) == 2, found
+    assert abs(found[0][2] - 250) <= 4 and abs(found[1][0] - 250) <= 4, found
+    assert split_panels(_jpeg(left), expected=2) == [(0, 0, 300, 260)]  # one whole field has no waist
+
+
+def test_body_text_a_line_under_a_one_line_caption_is_not_the_caption():
+    """A one-line caption, then the paragraph that cites the figure, most of a line further down."""
+    def line(text: str, x0: float, y0: float, y1: float) -> OcrLine:
+        return _line(text, (x0, y0, x0 + sum(19 if ord(ch) > 0x2e80 else 10 for ch in text), y1))
+
+    caption = line("图7.1糖尿病黄斑水肿。A.彩色眼底照相示散在出血。B.OCT示黄斑囊样水肿。", 188, 405, 431)
+    body = [line("图7.1所示为病程一年的变化。散瞳后检查眼底，每次随访均记录检查结果。", 113, 456, 484),
+            line("治疗在症状出现后两周内开始，对侧眼在随访期间始终正常。", 114, 488, 513)]
+    blocks = _ocr_blocks([caption, *body], 1, 0.5, cv2.invertAffineTransform(np.eye(2, 3)))
+    assert [b.text.split("\n") for b in blocks] == [[caption.text], [line.text for line in body]]
