@@ -83,6 +83,7 @@ class CaptionGroup:
     parsed: dict[str, ParsedCaption] = field(default_factory=dict)
     candidates: list[CaptionCandidate] = field(default_factory=list)
     top_of_page: bool = False
+    end_of_page: bool = False
     unnumbered: bool = False
 
     @property
@@ -134,6 +135,10 @@ def caption_groups(page: PageRecord, options: AlignOptions) -> list[CaptionGroup
         group.parsed[parsed.language] = parsed
         group.candidates.append(candidate)
         group.bbox = union_bbox([group.bbox, candidate.bbox])
+    for group in groups:  # the page's last text, low on it: a full-page figure overleaf may be its
+        below = [b for b in page.blocks if b.role in ("body", "caption") and b.bbox[1] > group.bbox[3] - 1
+                 and _overlap(b.bbox[0], b.bbox[2], group.bbox[0], group.bbox[2]) > 0]
+        group.end_of_page = not below and group.bbox[3] >= 0.6 * page.height
     return groups
 
 
@@ -245,6 +250,12 @@ def geometry_score(
             # next page's figure's unless that figure has a better one
             return 0.8, "caption at the top of the next page"
         return None
+    if group.page == cluster.page - 1:
+        if group.end_of_page and k[1] <= options.next_page_top * page_height:
+            # a figure at the top of a page whose caption closes the page before (a full-page
+            # plate faces its caption), unless a caption of its own page fits better
+            return 0.75, "caption at the end of the previous page"
+        return None
     if group.page != cluster.page:
         return None
     x_overlap = _overlap(k[0], k[2], c[0], c[2]) / max(1.0, min(k[2] - k[0], c[2] - c[0]))
@@ -272,17 +283,37 @@ class Figure:
     placement: str
 
 
+def _has_text(group: CaptionGroup) -> bool:
+    return any(group.caption(None, language) for language in group.parsed)
+
+
+def _borrow_facing_captions(groups: dict[int, list[CaptionGroup]]) -> None:
+    """A plate labelled only "Fig. 1." under it, whose caption text is printed on the page before
+    or after: the label takes the text (and the text is no figure of its own)."""
+    for page_no, page_groups in groups.items():
+        for group in page_groups:
+            if _has_text(group):
+                continue
+            for other in (page_no - 1, page_no + 1):
+                twin = next((g for g in groups.get(other, []) if g.figure_id == group.figure_id and _has_text(g)), None)
+                if twin is not None:
+                    group.parsed, group.candidates = twin.parsed, group.candidates + twin.candidates
+                    groups[other].remove(twin)
+                    break
+
+
 def match_figures(
     pages: list[PageRecord], options: AlignOptions
 ) -> tuple[list[Figure], list[CaptionGroup], list[Cluster]]:
     """One-to-one matching of figure clusters and caption groups, best geometry first."""
     clusters = {p.page: figure_clusters(p, options) for p in pages}
     groups = {p.page: caption_groups(p, options) for p in pages}
+    _borrow_facing_captions(groups)
     heights = {p.page: p.height for p in pages}
     links = []
     for page_no, page_clusters in clusters.items():
         for cluster in page_clusters:
-            for candidate_page in (page_no, page_no + 1):
+            for candidate_page in (page_no, page_no + 1, page_no - 1):
                 for group in groups.get(candidate_page, []):
                     scored = geometry_score(cluster, group, heights[page_no], options)
                     if scored:

@@ -102,6 +102,10 @@ def find_captions(ordered: Sequence[TextBlock], continuation_gap: float) -> list
             ordered[nxt].role = "caption"
             members.append(ordered[nxt])
             nxt += 1
+        carried = _next_column_part(members, ordered)
+        if carried is not None:
+            carried.role = "caption"
+            members.append(carried)
         captions.append(
             CaptionCandidate(
                 page=block.page,
@@ -116,6 +120,28 @@ def find_captions(ordered: Sequence[TextBlock], continuation_gap: float) -> list
         )
         index = nxt
     return captions
+
+
+def _next_column_part(members: list[TextBlock], ordered: Sequence[TextBlock]) -> TextBlock | None:
+    """A caption under a figure that spans the columns may be set across them: left column, then
+    on in the right one from the same height. Only an unfinished caption ("messen-", no full
+    stop) is carried on, into a block of the caption's type size that starts beside it."""
+    first, last = members[0], members[-1]
+    text = last.text.rstrip()
+    if first.column < 0 or not text or (text[-1] in ".。!?！？)" and not text.endswith("-")):
+        return None
+    size = first.font_size or 10.0
+    for block in ordered:
+        if (
+            block.role == "body"
+            and block.column == first.column + 1
+            and block.caption_start is None
+            and abs(block.bbox[1] - first.bbox[1]) <= 1.5 * size
+            and block.font_size is not None and first.font_size is not None
+            and abs(block.font_size - first.font_size) <= 0.6
+        ):
+            return block
+    return None
 
 
 def _continues_caption(previous: TextBlock, candidate: TextBlock, max_gap: float) -> bool:

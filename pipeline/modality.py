@@ -117,6 +117,12 @@ class ModalityOptions(BaseModel):
     oct_half_probability: float = Field(
         0.6, ge=0.0, le=1.0, description="OCT probability a half must reach to make the panel OCT (see oct_half_retinal)."
     )
+    eye_context: bool = Field(
+        True,
+        description="In a document whose text never names the eye or a retinal imaging modality (a novel, a physics "
+        "thesis), a panel whose own caption names no retinal modality is a non-retinal figure, whatever its image "
+        "looks like (drawings and micrographs can look retinal to the image features).",
+    )
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="JSON file with the fitted image-model parameters.")
     cues_path: Path = Field(DEFAULT_CUES_PATH, description="YAML file with caption cue patterns.")
 
@@ -130,6 +136,7 @@ class ModalityResult(BaseModel):
     reasons: list[str] = Field(default_factory=list, description="Human-readable evidence, image first, then caption.")
     needs_review: bool = Field(description="True when confidence is below the review threshold or image and caption disagree.")
     image_probabilities: dict[str, float] = Field(default_factory=dict, description="Image-only class probabilities.")
+    caption_modality: Modality | None = Field(None, description="Modality the caption's strongest cue names, if any.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,6 +410,26 @@ class CueMatch(BaseModel):
 
 class CaptionCues(BaseModel):
     cues: list[CaptionCue]
+    eye_words: list[str] = Field(
+        default_factory=list,
+        description="Words that name the eye or its parts (any language): a document using none of them, nor a "
+        "retinal cue, is not about the eye.",
+    )
+
+    def names_the_eye(self, text: str) -> str | None:
+        """The first words of `text` that name the eye or a retinal imaging modality, or None."""
+        for cue, compiled in zip(self.cues, _compiled_patterns(self)):
+            if cue.modality == "other" and cue.sublabel is None:
+                continue  # diagrams, anterior segment: not retinal imaging
+            for pattern in compiled:
+                found = pattern.search(text)
+                if found:
+                    return found.group(0)
+        for pattern in _compiled_eye_words(self):
+            found = pattern.search(text)
+            if found:
+                return found.group(0)
+        return None
 
     def find(self, caption: str) -> list[CueMatch]:
         matches = []
@@ -425,15 +452,21 @@ def _compiled_patterns(cues: CaptionCues) -> list[list[re.Pattern[str]]]:
     return _PATTERN_CACHE[key]
 
 
+def _compiled_eye_words(cues: CaptionCues) -> list[re.Pattern[str]]:
+    key = -id(cues)
+    if key not in _PATTERN_CACHE:
+        _PATTERN_CACHE[key] = [[re.compile(p, re.IGNORECASE) for p in cues.eye_words]]
+    return _PATTERN_CACHE[key][0]
+
+
 @functools.lru_cache(maxsize=8)
 def load_caption_cues(path: Path = DEFAULT_CUES_PATH) -> CaptionCues:
     """Read and validate the cue table (cached per path)."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         cues = CaptionCues.model_validate(data)
-        for cue in cues.cues:
-            for pattern in cue.patterns:
-                re.compile(pattern)
+        for pattern in [p for cue in cues.cues for p in cue.patterns] + cues.eye_words:
+            re.compile(pattern)
     except (OSError, ValueError, yaml.YAMLError, re.error) as error:
         raise ValueError(f"cannot load caption cues {path}: {error}") from error
     return cues
@@ -603,6 +636,7 @@ def classify_modality(
         reasons=reasons,
         needs_review=needs_review,
         image_probabilities={name: round(float(p), 4) for name, p in zip(model.classes, image_probabilities)},
+        caption_modality=caption_modality,
     )
 
 
@@ -626,6 +660,14 @@ def classify_batch(
     return results
 
 
+def _names_the_eye(run: DocumentRun, options: ModalityOptions) -> str | None:
+    """Words of the document (any page's text, any caption) that name the eye, or None."""
+    cues = load_caption_cues(Path(options.cues_path))
+    texts = [block.text for page in run.pages for block in page.blocks]
+    texts += [text for pair in run.pairs for text in (pair.figure_caption, pair.caption_en, pair.caption_zh) if text]
+    return cues.names_the_eye("\n".join(texts))
+
+
 def classify_document(run: DocumentRun, pixels, options: ModalityOptions | None = None) -> DocumentRun:
     """Step 3: modality of every pair of a run, from its image (`pixels(image_file)` -> RGB) and
     its own caption text.
@@ -637,6 +679,7 @@ def classify_document(run: DocumentRun, pixels, options: ModalityOptions | None 
     started = time.perf_counter()
     model = load_image_model(Path(options.model_path))
     retinal_classes = [i for i, name in enumerate(model.classes) if name != "other"]  # grey fundus too
+    eye = _names_the_eye(run, options) if options.eye_context else "not checked"
     kept = []
     for pair in run.pairs:
         try:
@@ -657,6 +700,15 @@ def classify_document(run: DocumentRun, pixels, options: ModalityOptions | None 
             pair.review_status = "queued"
             pair.reasons.append(f"modality confidence {result.confidence:.2f} is low")
         retinal = sum(result.image_probabilities.get(model.classes[i], 0.0) for i in retinal_classes)
+        if eye is None and result.caption_modality is None:
+            reason = (f"not retinal: the document never names the eye or a retinal imaging modality, and the image "
+                      f"alone ({result.modality} {result.confidence:.2f}) does not make it so")
+            run.rejects.append(
+                Reject(kind="non_retinal_figure", step="modality", page=pair.page, bbox=pair.bbox, reason=reason,
+                       figure_id=pair.figure_id, pair_id=pair.pair_id,
+                       caption=pair.figure_caption or pair.caption_en or pair.caption_zh)
+            )
+            continue
         if result.modality == "other" and retinal >= options.retinal_looking_threshold:
             reason = f"classed 'other' but the image looks retinal (retinal classes {retinal:.2f})"
             pair.review_status = "queued"
