@@ -900,8 +900,15 @@ PageCallback = Callable[[int, int], None]
 
 
 def needs_ocr(page: pymupdf.Page, options: ExtractOptions) -> bool:
-    """A page with (almost) no native text but images is a scan: its text comes from OCR."""
-    return len(page.get_text("text").strip()) < options.scanned_min_chars and bool(page.get_images())
+    """A page with (almost) no native text and a page-sized image (or images that tile the page)
+    is a scan: its text comes from OCR. A plate of separate figures with only "Fig. 1." under
+    them is not."""
+    if len(page.get_text("text").strip()) >= options.scanned_min_chars or not page.get_images():
+        return False
+    area = page.rect.get_area()
+    rects = [pymupdf.Rect(info["bbox"]) & page.rect for info in page.get_image_info()]
+    largest = max((r.get_area() for r in rects if not r.is_empty), default=0.0)
+    return largest >= 0.6 * area or sum(r.get_area() for r in rects if not r.is_empty) >= 0.9 * area
 
 
 def count_pages(path: Path, options: ExtractOptions | None = None) -> tuple[int, int]:

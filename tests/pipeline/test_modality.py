@@ -239,3 +239,35 @@ def test_without_a_caption_cue_only_a_very_confident_image_is_auto_accepted():
     assert strict.modality == "OCT" and strict.needs_review
     assert any(reason.startswith("no caption cue for OCT") for reason in strict.reasons)
     assert not classify_modality(image, "Figure 4. OCT of the macula.", ModalityOptions(image_only_accept=0.999)).needs_review
+
+
+def test_a_document_that_never_names_the_eye_keeps_image_only_panels_as_non_retinal(tmp_path):
+    """A novel's illustration or a physics plot can look like a grey fundus or an OCT to the
+    image features; in a document whose text never names the eye (nor a retinal modality), they
+    are typed rejects with their captions. The same panels in an eye book stay pairs."""
+    from pipeline.modality import classify_document
+
+    rng = np.random.default_rng(21)
+    grey = cv2.cvtColor(cv2.cvtColor(synthetic_images.cfp_image(rng, 256), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    panels = {
+        "grey": (grey, "Figure 1. They tip-toed along."),
+        "layers": (synthetic_images.oct_image(rng, (480, 200)), "Figure 2. Pressure contours of the shock."),
+    }
+    pixels = lambda file: cv2.imread(file)[:, :, ::-1]  # noqa: E731
+    run = classify_document(_run_with(panels, tmp_path), pixels)
+    rejected = {r.figure_id: r for r in run.rejects if r.kind == "non_retinal_figure"}
+    assert set(rejected) == {"0", "1"} and not run.pairs
+    assert "never names the eye" in rejected["0"].reason and rejected["0"].caption == "Figure 1. They tip-toed along."
+
+    eye_book = {**panels, "named": (synthetic_images.oct_image(rng, (480, 200)), "Figure 3. OCT of the left eye.")}
+    assert {p.figure_id for p in classify_document(_run_with(eye_book, tmp_path), pixels).pairs} == {"0", "1", "2"}
+    off = classify_document(_run_with(panels, tmp_path), pixels, ModalityOptions(eye_context=False))
+    assert {p.figure_id for p in off.pairs} == {"0", "1"}
+
+
+def test_eye_words_are_read_in_the_languages_of_ophthalmology():
+    cues = load_caption_cues()
+    for text in ("examen du fond d'œil", "Netzhautablösung am linken Auge", "retinopatía diabética", "视网膜脱离", "the left eye"):
+        assert cues.names_the_eye(text), text
+    for text in ("They tip-toed along the path.", "Pressure contours of the shock wave.", "October sales by region"):
+        assert cues.names_the_eye(text) is None, text

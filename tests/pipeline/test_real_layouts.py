@@ -187,3 +187,48 @@ def test_caption_above_a_figure_at_the_top_of_a_page_is_that_figures(tmp_path):
     second.insert_textbox(pymupdf.Rect(56, 434, 540, 800), "Treatment was started within two weeks. " * 40, fontsize=10)
     run = _build(doc, tmp_path)
     assert sorted((p.page, p.figure_id) for p in run.pairs) == [(1, "2-2"), (2, "2-3")]
+
+
+BODY = ("The fellow eye remained normal throughout the follow-up period and no new lesions were seen. "
+        "Visual acuity improved over the following months while the macular thickness decreased. ") * 3
+
+
+def _columns_of_body(page: pymupdf.Page, top: float, bottom: float) -> None:
+    for x0, x1 in ((60, 290), (305, 535)):
+        page.insert_textbox(pymupdf.Rect(x0, top, x1, bottom), BODY, fontsize=9.5, fontname="tiro")
+
+
+def test_a_caption_set_across_both_columns_under_a_wide_figure_is_read_on_into_the_right_one(tmp_path):
+    rng = np.random.default_rng(4)
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    page.insert_image(pymupdf.Rect(60, 80, 535, 300), stream=_png(cfp_image(rng, (950, 440))))
+    page.insert_textbox(pymupdf.Rect(60, 308, 290, 360), "Fig. 3. Colour fundus photograph of the left eye with "
+                        "scattered haemorrhages in all four quadrants and a swollen optic disc, before the extra-",
+                        fontsize=7.5, fontname="tiro")
+    page.insert_textbox(pymupdf.Rect(305, 308, 535, 360), "cellular fluid was drained. Dot-blot haemorrhages predominate.",
+                        fontsize=7.5, fontname="tiro")
+    _columns_of_body(page, 380, 800)
+    run = _build(doc, tmp_path)
+    (pair,) = run.pairs
+    assert pair.figure_id == "3"
+    assert pair.caption_en.endswith("Dot-blot haemorrhages predominate.") and "extra" in pair.caption_en
+
+
+def test_a_full_page_plate_labelled_only_fig_1_takes_its_caption_from_the_page_before(tmp_path):
+    """Journals print a plate on a page of its own with just "Fig. 1." under it; the caption
+    text closes the page before."""
+    rng = np.random.default_rng(6)
+    doc = pymupdf.open()
+    first = doc.new_page(width=595, height=842)
+    _columns_of_body(first, 70, 560)
+    first.insert_textbox(pymupdf.Rect(305, 600, 535, 790), "Fig. 1. A: Colour fundus photograph with hard exudates. "
+                         "B: OCT shows cystoid macular oedema.", fontsize=7.5, fontname="tiro")
+    plate = doc.new_page(width=595, height=842)
+    plate.insert_image(pymupdf.Rect(60, 80, 535, 400), stream=_png(cfp_image(rng, (950, 640))))
+    plate.insert_image(pymupdf.Rect(60, 410, 535, 740), stream=_png(oct_image(rng, (950, 660))))
+    plate.insert_text((280, 760), "Fig. 1.", fontsize=7.5, fontname="tiro")
+    run = _build(doc, tmp_path)
+    pairs = sorted(run.pairs, key=lambda p: p.panel or "")
+    assert [(p.page, p.figure_id, p.panel) for p in pairs] == [(2, "1", "A"), (2, "1", "B")]
+    assert "hard exudates" in pairs[0].caption_en and "cystoid" in pairs[1].caption_en
