@@ -29,7 +29,8 @@ from pipeline.clean import FIGURE_DIGIT
 from pipeline.layout import caption_block_start
 from pipeline.ocr import Box, OcrEngine, OcrLine
 
-PREFIX_HEIGHTS = 6.5  # a label with its number (`Fig. 3-12`, `图7-1`) fits; the recogniser's narrowest input
+LABEL_HEIGHTS = 6.5  # a label with its number (`Fig. 3-12`, `图7-1`) fits: a line this short is read whole
+PREFIX_HEIGHTS = 4.5  # a label word (`Abbildung`, `Fig. 3`, `图7-12`) fits: a line start this wide is read
 NEAR_HEIGHTS = 2.5  # a caption starts within this many line heights of its figure
 BESIDE_HEIGHTS = 6.0  # a side caption starts within this many line heights beside its figure
 CONTINUATION_LINES = 2  # lines below a near line that are read whole when it is not a caption start
@@ -140,7 +141,7 @@ def read_selected_lines(
         return (box[0], box[1], min(box[2], box[0] + prefix_heights * _height(box)), box[3])
 
     near = [i for i in order if any(_near(boxes[i], f, _height(boxes[i])) for f in figures)]
-    short = [i for i in order if boxes[i][2] - boxes[i][0] <= prefix_heights * _height(boxes[i])]
+    short = [i for i in order if boxes[i][2] - boxes[i][0] <= max(LABEL_HEIGHTS, prefix_heights) * _height(boxes[i])]
     read_whole(near + short)
     rest = [i for i in order if i not in whole]
     for index, result in zip(rest, engine.read_boxes(image, [prefix(boxes[i]) for i in rest])):
