@@ -126,15 +126,28 @@ class RapidOcrEngine:
         return [axis_aligned(box) for box in result.boxes]
 
     def read_boxes(self, image: np.ndarray, boxes: list[Box]) -> list[tuple[str, float]]:
-        from rapidocr.ch_ppocr_rec import TextRecInput
-
+        """Crops sorted by width and batched, each batch padded to its widest crop only: the
+        facade's recogniser pads every crop to at least 320 px (6.7 line heights), which would make
+        a line start cost as much as a line of that width."""
         if not boxes:
             return []
         crops = line_crops(image, boxes)
+        ratios = [crop.shape[1] / crop.shape[0] for crop in crops]
+        order = sorted(range(len(crops)), key=ratios.__getitem__)
+        results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        size = self.options.rec_batch_size
         with self._lock:
-            # the facade recognises one image per call; its recogniser (loaded once) takes a batch
-            result = self._engine._load_rec_model()(TextRecInput(img=crops))
-        return [(text, float(score)) for text, score in zip(result.txts, result.scores)]
+            recogniser = self._engine._load_rec_model()  # loaded once, shared with the facade
+            for begin in range(0, len(order), size):
+                batch = order[begin : begin + size]
+                widest = max(ratios[i] for i in batch)
+                pixels = np.stack([recogniser.resize_norm_img(crops[i], widest) for i in batch]).astype(np.float32)
+                decoded, _ = recogniser.postprocess_op(
+                    recogniser.session(pixels), False, wh_ratio_list=[ratios[i] for i in batch], max_wh_ratio=widest
+                )
+                for index, (text, score) in zip(batch, decoded):
+                    results[index] = (text, float(score))
+        return results
 
     def recognise(self, image: np.ndarray) -> list[OcrLine]:
         with self._lock:

@@ -4,7 +4,8 @@ The build needs a scanned page's captions (next to its figures), its figure labe
 the rest to find columns and reading order; recognising every line of body text is most of the
 OCR time and buys nothing. So the page's lines are detected once, and then:
 
-1. lines next to a figure region, and lines no longer than a label, are read whole;
+1. lines just above or below a figure region (where an unnumbered caption is), and lines no
+   longer than a label, are read whole;
 2. every other line outside the figures is read only at its start (a crop a few line heights
    wide, batched: a fraction of a full line's cost); a start that reads as a figure label
    (`Fig.`, `图`, …) has its line read whole;
@@ -29,9 +30,9 @@ from pipeline.clean import FIGURE_DIGIT
 from pipeline.layout import caption_block_start
 from pipeline.ocr import Box, OcrEngine, OcrLine
 
-PREFIX_HEIGHTS = 6.5  # a label with its number (`Fig. 3-12`, `图7-1`) fits; the recogniser's narrowest input
+LABEL_HEIGHTS = 6.5  # a label with its number (`Fig. 3-12`, `图7-1`) fits: a line this short is read whole
+PREFIX_HEIGHTS = 4.5  # a label word (`Abbildung`, `Fig. 3`, `图7-12`) fits: a line start this wide is read
 NEAR_HEIGHTS = 2.5  # a caption starts within this many line heights of its figure
-BESIDE_HEIGHTS = 6.0  # a side caption starts within this many line heights beside its figure
 CONTINUATION_LINES = 2  # lines below a near line that are read whole when it is not a caption start
 
 
@@ -70,12 +71,12 @@ def _height(box: Box) -> float:
 
 
 def _near(line: Box, figure: Box, height: float) -> bool:
-    """Just below or above a figure (overlapping it across), or beside it (overlapping it down)."""
+    """Just below or above a figure, overlapping it across: where its caption, numbered or not,
+    starts. Lines beside a figure (a side caption, or the other column's text) are read at their
+    start first: a side caption starts with its label."""
     across = min(line[2], figure[2]) - max(line[0], figure[0]) > 0
-    down = min(line[3], figure[3]) - max(line[1], figure[1]) > 0
     vertical_gap = max(line[1] - figure[3], figure[1] - line[3])
-    horizontal_gap = max(line[0] - figure[2], figure[0] - line[2])
-    return (across and vertical_gap <= NEAR_HEIGHTS * height) or (down and 0 <= horizontal_gap <= BESIDE_HEIGHTS * height)
+    return across and vertical_gap <= NEAR_HEIGHTS * height
 
 
 def _inside(line: Box, figure: Box) -> bool:
@@ -140,7 +141,7 @@ def read_selected_lines(
         return (box[0], box[1], min(box[2], box[0] + prefix_heights * _height(box)), box[3])
 
     near = [i for i in order if any(_near(boxes[i], f, _height(boxes[i])) for f in figures)]
-    short = [i for i in order if boxes[i][2] - boxes[i][0] <= prefix_heights * _height(boxes[i])]
+    short = [i for i in order if boxes[i][2] - boxes[i][0] <= max(LABEL_HEIGHTS, prefix_heights) * _height(boxes[i])]
     read_whole(near + short)
     rest = [i for i in order if i not in whole]
     for index, result in zip(rest, engine.read_boxes(image, [prefix(boxes[i]) for i in rest])):

@@ -135,3 +135,31 @@ def test_a_caption_below_its_figure_is_read_whole_without_the_fallback(tmp_path)
     read = read_selected_lines(engine, image, boxes, find_raster_figures(image, boxes, 60), 0.5)
     assert not read.fallback and read.read_whole < read.detected
     assert any(line.text.startswith("Extended Data Figure 2") for line in read.lines)
+
+
+def test_a_side_caption_is_found_by_its_start_and_text_beside_a_figure_is_read_at_its_start(tmp_path):
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    page.insert_image(pymupdf.Rect(72, 60, 300, 288), stream=_png(cfp_image(np.random.default_rng(5), 300)))
+    caption = ["Figure 5. Macular hole with a", "cuff of subretinal fluid around", "its edge."]
+    for row, text in enumerate(caption):
+        page.insert_text((315, 80 + 14 * row), text, fontsize=10)
+    beside = [f"the findings were noted at visit {n}" for n in range(1, 8)]
+    for row, text in enumerate(beside):
+        page.insert_text((315, 160 + 14 * row), text, fontsize=10)
+    for row in range(8):
+        page.insert_text((72, 330 + 14 * row), BODY, fontsize=10)
+    pdf = _scan(doc, tmp_path / "side.pdf", dpi=200)
+
+    run = extract_pdf(pdf, tmp_path / "out", ExtractOptions())
+    assert _caption_ids(run) == {"5"}
+    assert "subretinal fluid" in run.pages[0].captions[0].text
+
+    engine = create_ocr_engine(OcrOptions())
+    image = _page_pixels(pdf)
+    boxes = engine.detect(image)
+    read = read_selected_lines(engine, image, boxes, find_raster_figures(image, boxes, 60), 0.5)
+    assert not read.fallback
+    texts = [line.text for line in read.lines if line.text.startswith("the fin")]
+    assert len(texts) == len(beside), [line.text for line in read.lines]
+    assert not any("visit" in text for text in texts), texts  # only their starts were read
