@@ -56,7 +56,7 @@ class ExtractOptions(BaseModel):
 
     min_figure_side: float = Field(36.0, description="Images with a side shorter than this (points) are decorations.")
     min_figure_area: float = Field(1296.0, description="Images smaller than this area (points²) are decorations.")
-    tile_gap: float = Field(1.5, description="Images closer than this (points) with aligned edges are tiles of one figure.")
+    tile_gap: float = Field(1.0, description="Images closer than this (points) with aligned edges are tiles of one figure (panels of a grid sit further apart).")
     scanned_min_chars: int = Field(
         8, description="A page with fewer native text characters than this is treated as scanned and OCR'd."
     )
@@ -272,9 +272,21 @@ def _merge_tiles(boxes: list[BBox], gap: float) -> list[list[int]]:
         )
         return vertical or horizontal
 
+    def touch(a: BBox, b: BBox) -> bool:
+        """Edges meet (within `gap`) along some length, aligned or not."""
+        across = min(a[2], b[2]) - max(a[0], b[0]) > 0 and min(abs(a[3] - b[1]), abs(b[3] - a[1])) <= gap
+        beside = min(a[3], b[3]) - max(a[1], b[1]) > 0 and min(abs(a[2] - b[0]), abs(b[2] - a[0])) <= gap
+        return across or beside
+
     for i in range(len(boxes)):
         for j in range(i + 1, len(boxes)):
             if abut(boxes[i], boxes[j]):
+                parent[find(i)] = find(j)
+    # a window laid over the seam of two others, touching both: a collage of screenshots, one picture
+    for i, box in enumerate(boxes):
+        touching = [j for j, other in enumerate(boxes) if j != i and touch(box, other)]
+        if len(touching) >= 2:
+            for j in touching:
                 parent[find(i)] = find(j)
     groups: dict[int, list[int]] = {}
     for i in range(len(boxes)):

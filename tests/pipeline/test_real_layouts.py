@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pymupdf
+import pytest
 
 from pipeline.align import align_document
 from pipeline.extract import extract_pdf
@@ -232,3 +233,29 @@ def test_a_full_page_plate_labelled_only_fig_1_takes_its_caption_from_the_page_b
     pairs = sorted(run.pairs, key=lambda p: p.panel or "")
     assert [(p.page, p.figure_id, p.panel) for p in pairs] == [(2, "1", "A"), (2, "1", "B")]
     assert "hard exudates" in pairs[0].caption_en and "cystoid" in pairs[1].caption_en
+
+
+def test_screenshots_a_point_and_a_half_apart_are_panels_and_a_window_over_their_seam_makes_a_collage(tmp_path):
+    """Three viewer screenshots in a row, 2 pt and 1.4 pt apart, are three panels (tiles of one
+    picture abut); below, two windows with a dialogue laid over their seam are one picture."""
+    rng = np.random.default_rng(9)
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    row = [(75, 71, 226, 194), (228, 71, 384.1, 194), (385.5, 71, 538, 194)]
+    collage = [(128, 224, 305, 386), (306.6, 226, 485, 386), (246, 386, 367, 438)]
+    for box in row + collage:
+        width, height = int((box[2] - box[0]) * 2), int((box[3] - box[1]) * 2)
+        page.insert_image(pymupdf.Rect(box), stream=_png(cv2.resize(oct_image(rng, 256), (width, height))))
+    page.insert_text((140, 210), "Figure 9 From left to right: retina thickness, NFL thickness map and enface.", fontsize=8)
+    page.insert_text((200, 455), "Figure 10 Exporting the segmentation results of the OCT volume.", fontsize=8)
+    run = extract_pdf(_save(doc, tmp_path), tmp_path / "out")
+    regions = sorted((r.bbox for r in run.pages[0].regions), key=lambda b: (b[1], b[0]))
+    assert len(regions) == 4, regions
+    assert [round(b[0]) for b in regions[:3]] == [75, 228, 386]
+    assert regions[3] == pytest.approx((128, 224, 485, 438), abs=1)
+
+
+def _save(doc: pymupdf.Document, tmp_path: Path) -> Path:
+    pdf = tmp_path / "page.pdf"
+    doc.save(pdf)
+    return pdf
