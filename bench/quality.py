@@ -8,6 +8,7 @@ precision, and a table by layout feature.
 
     .venv/bin/python bench/quality.py                    # 10 seeds, 2 books of 2 pages each
     .venv/bin/python bench/quality.py --seeds 3 --books 1 --json out.json
+    .venv/bin/python bench/quality.py --first-seed 100 --seeds 20 --pages 3   # held-out books
     .venv/bin/python bench/quality.py --image-dir ../shared/realdata   # real panel pixels
 """
 
@@ -45,7 +46,8 @@ def _fmt(value) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10, help="Number of seeds (0..N-1).")
+    parser.add_argument("--seeds", type=int, default=10, help="Number of seeds (first..first+N-1).")
+    parser.add_argument("--first-seed", type=int, default=0, help="First seed (another range checks books nobody tuned to).")
     parser.add_argument("--books", type=int, default=2, help="Books per seed.")
     parser.add_argument("--pages", type=int, default=2, help="Figure pages per book.")
     parser.add_argument("--scanned-share", type=float, default=0.4, help="Share of scanned books.")
@@ -62,7 +64,7 @@ def main() -> None:
     pages = 0
     with tempfile.TemporaryDirectory() as workdir:
         root = Path(workdir)
-        for seed in range(arguments.seeds):
+        for seed in range(arguments.first_seed, arguments.first_seed + arguments.seeds):
             atlas = generate_varied_atlas(root / f"seed{seed}", seed=seed, options=options)
             build = BuildOptions(work_dir=root / "work", registry_root=root / "registry", translation_home=root / "argos")
             began = time.perf_counter()
