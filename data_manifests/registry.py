@@ -433,10 +433,12 @@ def publish(
     dataset_dir.mkdir(parents=True, exist_ok=True)
     with _publish_lock(dataset_dir):
         recover_interrupted_publish(root, dataset)
-    tmp_dir = dataset_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
-    tmp_dir.mkdir()
-    in_use = open(tmp_dir / IN_USE_FILE, "a+b")  # locked while this publish owns the directory
-    fcntl.flock(in_use.fileno(), fcntl.LOCK_EX)
+        # made and locked under the publish lock: another publisher's recovery (which runs under
+        # it too) never sees this directory between its creation and its owner's lock
+        tmp_dir = dataset_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp_dir.mkdir()
+        in_use = open(tmp_dir / IN_USE_FILE, "a+b")  # locked while this publish owns the directory
+        fcntl.flock(in_use.fileno(), fcntl.LOCK_EX)
     try:
         parquet_file = tmp_dir / MANIFEST_PARQUET
         pq.write_table(table, parquet_file, compression="zstd")
