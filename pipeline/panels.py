@@ -101,7 +101,7 @@ def _edge_cuts(image: np.ndarray, axis: int, min_fraction: float) -> list[Cut]:
     strength = np.minimum(1.0, ratio / 10.0) * 0.9 * ((ratio >= 2.0) & (mean_step >= 12))
     # in a busy neighbourhood (small panels, a disc beside the seam) the mean step may not stand
     # out; a seam still makes the sharpest step of nearly every line that crosses it
-    consistent = _seam_share(values, informative, half)
+    consistent = _seam_share(near, informative, half)
     strength = np.maximum(strength, np.where((consistent >= 0.4) & (mean_step >= 12), 0.9 * consistent, 0.0))
     cuts: list[Cut] = []
     for index in np.flatnonzero((strength > 0) & inside):
@@ -112,10 +112,9 @@ def _edge_cuts(image: np.ndarray, axis: int, min_fraction: float) -> list[Cut]:
     return cuts
 
 
-def _seam_share(values: np.ndarray, informative: np.ndarray, half: int) -> np.ndarray:
-    """Per position (aligned with _edge_cuts' steps): the share of informative lines whose step
-    there is the sharpest within six pixels either side, the lesser of the band's two halves."""
-    step = _channel_max(np.abs(values[:, 10:-3] - values[:, 7:-6]))
+def _seam_share(step: np.ndarray, informative: np.ndarray, half: int) -> np.ndarray:
+    """Per position of _edge_cuts' near steps: the share of informative lines whose step there
+    is the sharpest within six pixels either side, the lesser of the band's two halves."""
     padded = np.pad(step, ((0, 0), (6, 6)), mode="edge")
     n = step.shape[1]
     side = np.max([padded[:, 6 + s : 6 + s + n] for s in (-6, -5, -4, -3, 3, 4, 5, 6)], axis=0)
@@ -167,15 +166,14 @@ def _waist_cuts(gray: np.ndarray, axis: int, min_fraction: float) -> list[Cut]:
         return []
     field = cv2.medianBlur(np.ascontiguousarray(gray), 5) > 25
     share = np.convolve(field.mean(axis=axis), np.ones(5) / 5, mode="same")
-    minimum = min_fraction * length
+    lowest = np.lib.stride_tricks.sliding_window_view(np.pad(share, 5, mode="edge"), 11).min(axis=1)
+    sides = np.minimum(np.maximum.accumulate(share), np.maximum.accumulate(share[::-1])[::-1])
+    depth = np.where(sides >= 0.6, 1.0 - share / np.maximum(sides, 1e-6), 0.0)
+    edge = max(min_fraction * length, 5)
     cuts: list[Cut] = []
-    for p in range(int(max(minimum, 5)), int(length - max(minimum, 5))):
-        if share[p] > share[p - 5 : p + 6].min():
-            continue  # not the lowest point of its neighbourhood
-        sides = min(share[:p].max(), share[p + 1 :].max())
-        depth = 1.0 - share[p] / sides if sides >= 0.6 else 0.0
-        if depth >= 0.4 and not (cuts and p - cuts[-1][1] < 5):
-            cuts.append((p - 1, p + 1, float(0.9 * depth)))
+    for p in np.flatnonzero((share <= lowest) & (depth >= 0.4)):
+        if edge <= p < length - edge and not (cuts and p - cuts[-1][1] < 5):  # the lowest point, not a plateau's next
+            cuts.append((int(p) - 1, int(p) + 1, float(0.9 * depth[p])))
     return cuts
 
 
