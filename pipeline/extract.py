@@ -38,6 +38,7 @@ from pipeline.caption_parse import parse_caption
 from pipeline.images import ImageBank
 from pipeline.layout import (
     caption_block_start,
+    cjk_share,
     column_of,
     detect_columns,
     find_captions,
@@ -784,8 +785,7 @@ def _merge_overlapping(boxes: list[list[int]]) -> list[list[int]]:
 def _writes_chinese(text: str) -> bool:
     """A line of Chinese, terms in Latin letters included ("B．ICGA示…"): a quarter of its letters
     are CJK ideographs. English and Chinese captions printed one after the other stay apart."""
-    letters = [ch for ch in text if ch.isalpha()]
-    return bool(letters) and sum("\u4e00" <= ch <= "\u9fff" for ch in letters) >= 0.25 * len(letters)
+    return cjk_share(text) >= 0.25
 
 
 def _type_size(line: OcrLine) -> float:
@@ -917,10 +917,8 @@ def needs_ocr(page: pymupdf.Page, options: ExtractOptions) -> bool:
     them is not."""
     if len(page.get_text("text").strip()) >= options.scanned_min_chars or not page.get_images():
         return False
-    area = page.rect.get_area()
-    rects = [pymupdf.Rect(info["bbox"]) & page.rect for info in page.get_image_info()]
-    largest = max((r.get_area() for r in rects if not r.is_empty), default=0.0)
-    return largest >= 0.6 * area or sum(r.get_area() for r in rects if not r.is_empty) >= 0.9 * area
+    areas = [(pymupdf.Rect(info["bbox"]) & page.rect).get_area() for info in page.get_image_info()]
+    return max(areas, default=0.0) >= 0.6 * page.rect.get_area() or sum(areas) >= 0.9 * page.rect.get_area()
 
 
 def count_pages(path: Path, options: ExtractOptions | None = None) -> tuple[int, int]:

@@ -168,7 +168,12 @@ def _continues_caption(previous: TextBlock, candidate: TextBlock, max_gap: float
     )
 
 
+def cjk_share(text: str) -> float:
+    """The share of the text's letters that are CJK ideographs (0 without letters)."""
+    letters = [ch for ch in text if ch.isalpha()]
+    return sum("\u4e00" <= ch <= "\u9fff" for ch in letters) / len(letters) if letters else 0.0
+
+
 def mostly_cjk(text: str) -> bool:
     """Chinese rather than English: more CJK ideographs than other letters."""
-    letters = [ch for ch in text if ch.isalpha()]
-    return sum("\u4e00" <= ch <= "\u9fff" for ch in letters) > len(letters) / 2
+    return cjk_share(text) > 0.5
