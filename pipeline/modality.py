@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, Field
 
-from foundation.records import DocumentRun, Modality, Reject
+from foundation.records import DocumentRun, Modality, Pair, Reject
 
 logger = logging.getLogger(__name__)
 
@@ -418,18 +418,11 @@ class CaptionCues(BaseModel):
 
     def names_the_eye(self, text: str) -> str | None:
         """The first words of `text` that name the eye or a retinal imaging modality, or None."""
-        for cue, compiled in zip(self.cues, _compiled_patterns(self)):
-            if cue.modality == "other" and cue.sublabel is None:
-                continue  # diagrams, anterior segment: not retinal imaging
-            for pattern in compiled:
-                found = pattern.search(text)
-                if found:
-                    return found.group(0)
-        for pattern in _compiled_eye_words(self):
-            found = pattern.search(text)
-            if found:
-                return found.group(0)
-        return None
+        for match in self.find(text):
+            if match.cue.modality != "other" or match.cue.sublabel:  # not diagrams, anterior segment
+                return match.text
+        found = next((m for m in (p.search(text) for p in _compiled(tuple(self.eye_words))) if m), None)
+        return found.group(0) if found else None
 
     def find(self, caption: str) -> list[CueMatch]:
         matches = []
@@ -442,21 +435,13 @@ class CaptionCues(BaseModel):
         return matches
 
 
-_PATTERN_CACHE: dict[int, list[list[re.Pattern[str]]]] = {}
+@functools.lru_cache(maxsize=256)
+def _compiled(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
+    return [re.compile(p, re.IGNORECASE) for p in patterns]
 
 
 def _compiled_patterns(cues: CaptionCues) -> list[list[re.Pattern[str]]]:
-    key = id(cues)
-    if key not in _PATTERN_CACHE:
-        _PATTERN_CACHE[key] = [[re.compile(p, re.IGNORECASE) for p in cue.patterns] for cue in cues.cues]
-    return _PATTERN_CACHE[key]
-
-
-def _compiled_eye_words(cues: CaptionCues) -> list[re.Pattern[str]]:
-    key = -id(cues)
-    if key not in _PATTERN_CACHE:
-        _PATTERN_CACHE[key] = [[re.compile(p, re.IGNORECASE) for p in cues.eye_words]]
-    return _PATTERN_CACHE[key][0]
+    return [_compiled(tuple(cue.patterns)) for cue in cues.cues]
 
 
 @functools.lru_cache(maxsize=8)
@@ -668,6 +653,12 @@ def _names_the_eye(run: DocumentRun, options: ModalityOptions) -> str | None:
     return cues.names_the_eye("\n".join(texts))
 
 
+def _non_retinal(pair: Pair, reason: str) -> Reject:
+    """A chart, diagram or photograph: kept as a typed reject with its caption, not a pair."""
+    return Reject(kind="non_retinal_figure", step="modality", page=pair.page, bbox=pair.bbox, reason=reason,
+                  figure_id=pair.figure_id, pair_id=pair.pair_id, caption=pair.figure_caption or pair.caption_en or pair.caption_zh)
+
+
 def classify_document(run: DocumentRun, pixels, options: ModalityOptions | None = None) -> DocumentRun:
     """Step 3: modality of every pair of a run, from its image (`pixels(image_file)` -> RGB) and
     its own caption text.
@@ -701,13 +692,9 @@ def classify_document(run: DocumentRun, pixels, options: ModalityOptions | None 
             pair.reasons.append(f"modality confidence {result.confidence:.2f} is low")
         retinal = sum(result.image_probabilities.get(model.classes[i], 0.0) for i in retinal_classes)
         if eye is None and result.caption_modality is None:
-            reason = (f"not retinal: the document never names the eye or a retinal imaging modality, and the image "
-                      f"alone ({result.modality} {result.confidence:.2f}) does not make it so")
-            run.rejects.append(
-                Reject(kind="non_retinal_figure", step="modality", page=pair.page, bbox=pair.bbox, reason=reason,
-                       figure_id=pair.figure_id, pair_id=pair.pair_id,
-                       caption=pair.figure_caption or pair.caption_en or pair.caption_zh)
-            )
+            run.rejects.append(_non_retinal(pair, f"not retinal: the document never names the eye or a retinal imaging "
+                                                  f"modality, and the image alone ({result.modality} "
+                                                  f"{result.confidence:.2f}) does not make it so"))
             continue
         if result.modality == "other" and retinal >= options.retinal_looking_threshold:
             reason = f"classed 'other' but the image looks retinal (retinal classes {retinal:.2f})"
@@ -718,12 +705,8 @@ def classify_document(run: DocumentRun, pixels, options: ModalityOptions | None 
                        figure_id=pair.figure_id, pair_id=pair.pair_id)
             )
         elif result.modality == "other" and result.confidence >= options.non_retinal_confidence:
-            # a chart, diagram or photograph: kept as a typed reject with its caption, not a pair
-            reason = f"not retinal (other, confidence {result.confidence:.2f}; retinal classes {retinal:.2f})"
             run.rejects.append(
-                Reject(kind="non_retinal_figure", step="modality", page=pair.page, bbox=pair.bbox, reason=reason,
-                       figure_id=pair.figure_id, pair_id=pair.pair_id,
-                       caption=pair.figure_caption or pair.caption_en or pair.caption_zh)
+                _non_retinal(pair, f"not retinal (other, confidence {result.confidence:.2f}; retinal classes {retinal:.2f})")
             )
             continue
         elif result.modality == "other":
