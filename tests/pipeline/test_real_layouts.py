@@ -259,3 +259,21 @@ def _save(doc: pymupdf.Document, tmp_path: Path) -> Path:
     pdf = tmp_path / "page.pdf"
     doc.save(pdf)
     return pdf
+
+
+def test_a_figure_at_the_top_of_a_page_takes_the_caption_that_closes_the_page_before(tmp_path):
+    """No label on the figure's own page: the caption that ends the page before is its, queued
+    for a reviewer (a caption of the figure's own page would fit better)."""
+    rng = np.random.default_rng(7)
+    doc = pymupdf.open()
+    first = doc.new_page(width=595, height=842)
+    _columns_of_body(first, 70, 560)
+    first.insert_textbox(pymupdf.Rect(305, 600, 535, 790), "Fig. 4. Colour fundus photograph of the right eye with "
+                         "cotton-wool spots.", fontsize=7.5, fontname="tiro")
+    second = doc.new_page(width=595, height=842)
+    second.insert_image(pymupdf.Rect(60, 80, 535, 400), stream=_png(cfp_image(rng, (950, 640))))
+    _columns_of_body(second, 430, 800)
+    run = _build(doc, tmp_path)
+    (pair,) = run.pairs
+    assert (pair.page, pair.figure_id) == (2, "4") and "cotton-wool" in pair.caption_en
+    assert any("end of the previous page" in reason for reason in pair.reasons)
