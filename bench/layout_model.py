@@ -5,22 +5,22 @@ as ONNX with `figure`, `figure_caption`, `table`, ... classes, run by onnxruntim
 It declares `opencv-python`, which would sit beside our opencv-contrib build, so install it
 without dependencies: `pip install --no-deps rapid-layout==0.0.8`.
 
-For the captioned and uncaptioned figures in `truth.jsonl` (one line per figure, see the dev
-set's SOURCES.md) the bench prints, for the heuristics, the model and their union:
+For the captioned and uncaptioned figures of the real-document corpus (`bench/corpus/`, one truth
+line per figure) the bench prints, for the heuristics, the model and their union, the tune half per
+document and both halves overall:
 figure recall (a truth figure is found when the predicted boxes on its page cover >= 70 % of its
 box), predicted boxes matching no truth figure, and, for the model, caption boxes matching the
 truth caption box (IoU > 0.3); then pages/s of step 1 against the model's own cost per page,
 measured in the same run.
 
-    .venv/bin/python bench/layout_model.py            # ../shared/realpdfs
-    .venv/bin/python bench/layout_model.py /path/to/pdfs
+    .venv/bin/python bench/layout_model.py ~/mmr-corpus     # or $MMR_CORPUS
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -30,7 +30,10 @@ from pathlib import Path
 import numpy as np
 import pymupdf
 
-from pipeline.extract import extract_pdf
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.corpus.corpus import CorpusError, read_sources, read_truth  # noqa: E402
+from pipeline.extract import extract_pdf  # noqa: E402
 
 BBox = tuple[float, float, float, float]
 RENDER_DPI = 144
@@ -82,31 +85,36 @@ def _score(predicted: dict[int, list[BBox]], figures: list[dict]) -> tuple[int, 
 
 
 def main() -> int:
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "realpdfs"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, nargs="?", default=default, help=f"Folder with the PDFs and truth.jsonl (default {default}).")
+    parser.add_argument("folder", type=Path, nargs="?", default=os.environ.get("MMR_CORPUS"),
+                        help="Corpus folder holding <name>.pdf (default $MMR_CORPUS).")
     args = parser.parse_args()
-    if not (args.folder / "truth.jsonl").is_file():
-        print(f"bench/layout_model.py: skipped, no truth.jsonl in {args.folder}", file=sys.stderr)
+    if args.folder is None or not Path(args.folder).is_dir():
+        print("bench/layout_model.py: skipped, no corpus folder (give one or set MMR_CORPUS)", file=sys.stderr)
         return 0
     try:
         from rapid_layout import RapidLayout
     except ImportError:
         print("bench/layout_model.py: skipped, rapid-layout is not installed (pip install --no-deps rapid-layout==0.0.8)", file=sys.stderr)
         return 0
+    try:
+        sources, truth = read_sources(), read_truth()
+    except CorpusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logging.disable(logging.WARNING)
-    truth = [json.loads(line) for line in (args.folder / "truth.jsonl").read_text().splitlines() if line.strip()]
-    by_pdf: dict[str, list[dict]] = defaultdict(list)
-    for figure in truth:
-        by_pdf[figure["pdf"]].append(figure)
-
+    folder = Path(args.folder)
     engine = RapidLayout()
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    caption_hits = caption_total = pages = 0
+    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    caption_hits: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    pages = 0
     step1_seconds = model_seconds = 0.0
-    print(f"{'document':44s} {'figures':>7s} {'heuristic':>9s} {'model':>6s} {'union':>6s}")
-    for pdf in sorted(args.folder.glob("*.pdf")):
-        figures = by_pdf.get(pdf.name, [])
+    print(f"{'tune half, document':44s} {'figures':>7s} {'heuristic':>9s} {'model':>6s} {'union':>6s}")
+    for source in sorted(sources, key=lambda s: (s["half"] != "tune", s["name"])):
+        pdf = folder / f"{source['name']}.pdf"
+        if not pdf.is_file():
+            continue
+        figures = truth.get(source["name"], [])
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             run = extract_pdf(pdf, Path(tmp))
@@ -123,7 +131,7 @@ def main() -> int:
         row = []
         for name, predicted in (("heuristic", heuristic), ("model", model), ("union", union)):
             found, predicted_count, unmatched = _score(predicted, figures)
-            total = totals[name]
+            total = totals[(source["half"], name)]
             total[0] += found
             total[1] += len(figures)
             total[2] += predicted_count
@@ -131,18 +139,22 @@ def main() -> int:
             row.append(f"{found}/{len(figures)}")
         for figure in figures:
             if figure.get("caption_bbox"):
-                caption_total += 1
+                caption_hits[source["half"]][1] += 1
                 caption_page = figure.get("caption_page") or figure["page"]
-                caption_hits += any(_iou(b, tuple(figure["caption_bbox"])) > 0.3 for b in model_captions.get(caption_page, []))
-        print(f"{pdf.name:44s} {len(figures):7d} {row[0]:>9s} {row[1]:>6s} {row[2]:>6s}")
+                caption_hits[source["half"]][0] += any(
+                    _iou(b, tuple(figure["caption_bbox"])) > 0.3 for b in model_captions.get(caption_page, []))
+        if source["half"] == "tune":
+            print(f"{source['name'][:44]:44s} {len(figures):7d} {row[0]:>9s} {row[1]:>6s} {row[2]:>6s}")
     print()
-    for name, (found, count, predicted_count, unmatched) in totals.items():
-        print(f"{name:10s} figure recall {found}/{count} = {found / max(1, count):.3f}; "
+    for (half, name), (found, count, predicted_count, unmatched) in sorted(totals.items()):
+        print(f"{half:5s} {name:10s} figure recall {found}/{count} = {found / max(1, count):.3f}; "
               f"{predicted_count} boxes, {unmatched} matching no truth figure")
-    print(f"model caption boxes matching the truth caption: {caption_hits}/{caption_total}")
-    print(f"{pages} pages: step 1 {pages / step1_seconds:.2f} pages/s; the model alone "
-          f"{pages / model_seconds:.2f} pages/s ({model_seconds / pages * 1000:.0f} ms/page, "
-          f"{model_seconds / step1_seconds:.2f}x step 1's time)")
+    for half, (hits, count) in sorted(caption_hits.items()):
+        print(f"{half:5s} model caption boxes matching the truth caption: {hits}/{count}")
+    if pages:
+        print(f"{pages} pages: step 1 {pages / step1_seconds:.2f} pages/s; the model alone "
+              f"{pages / model_seconds:.2f} pages/s ({model_seconds / pages * 1000:.0f} ms/page, "
+              f"{model_seconds / step1_seconds:.2f}x step 1's time)")
     return 0
 
 
