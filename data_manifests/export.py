@@ -19,6 +19,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from data_manifests.export_common import export_folder
 from data_manifests.registry import LoadedManifest, load_manifest
 from data_manifests.store import sha256_file
 from foundation.files import atomic_output, atomic_path
@@ -121,12 +122,16 @@ def export_flair_csv(
     out_dir: Path | str,
     *,
     root: Path | str | None = None,
+    overwrite: bool = False,
+    protected: dict[str, Path] | None = None,
     options: FlairExportOptions | None = None,
 ) -> ExportResult:
     """Write one CSV per modality into `out_dir` and fill the image root from the image store.
 
     A pair whose store image is missing or altered is left out and named in `errors`; the rest of
-    the export goes on. Re-running an export rewrites the CSVs and skips images already in place.
+    the export goes on. The export is written beside `out_dir` and renamed into place; an earlier
+    flair-csv export there is replaced only with `overwrite` (see `export_folder`). An explicit
+    `image_root` outside the export is filled in place (images already there are kept).
     """
     options = options or FlairExportOptions()
     if isinstance(source, str):
@@ -134,8 +139,22 @@ def export_flair_csv(
             raise ValueError(f"registry root is required to load {source!r}")
         source = load_manifest(root, source)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    image_root = Path(options.image_root) if options.image_root else out_dir / "images"
+    with export_folder(out_dir, "flair-csv", source, overwrite, protected) as staging:
+        result = _write_flair_csv(source, staging, options)
+    result.csv_files = {modality: out_dir / path.name for modality, path in result.csv_files.items()}
+    if not options.image_root:
+        result.image_root = (out_dir / "images").resolve()
+    if result.skipped_no_caption:
+        logger.warning(
+            "%s: %d pair(s) without a %s caption left out", source.ref, len(result.skipped_no_caption), options.language
+        )
+    for error in result.errors:
+        logger.error("%s: %s", source.ref, error)
+    return result
+
+
+def _write_flair_csv(source: LoadedManifest, staging: Path, options: FlairExportOptions) -> ExportResult:
+    image_root = Path(options.image_root) if options.image_root else staging / "images"
     image_root.mkdir(parents=True, exist_ok=True)
     result = ExportResult(ref=source.ref, image_root=image_root.resolve())
     caption_column = CAPTION_COLUMNS[options.language]
@@ -183,14 +202,8 @@ def export_flair_csv(
         style = options.caption_style.get(modality, "categories")
         columns = ["image", "caption"] if style == "caption" else ["image", "atributes", "categories"]
         frame = pd.DataFrame(records[modality], columns=columns)
-        csv_path = out_dir / csv_name
+        csv_path = staging / csv_name
         _write_csv_atomic(frame, csv_path, options.neutralise_formulas)
         result.csv_files[modality] = csv_path
         result.rows[modality] = len(frame)
-    if result.skipped_no_caption:
-        logger.warning(
-            "%s: %d pair(s) without a %s caption left out", source.ref, len(result.skipped_no_caption), options.language
-        )
-    for error in result.errors:
-        logger.error("%s: %s", source.ref, error)
     return result

@@ -128,19 +128,69 @@ def folder_size(path: Path) -> int:
     return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file() and not entry.is_symlink())
 
 
-@contextmanager
-def replaced_folder(out: Path) -> Iterator[Path]:
-    """A fresh temporary folder next to `out` that replaces it when the block succeeds.
+EXPORT_MARKER = ".mmretinal-export"
+"""Written into every export: its kind. Only a folder holding it (of the same kind) is ever replaced."""
 
-    Readers never see a half-written export: the old folder stays until the new one is complete.
+
+def export_kind(folder: Path) -> str | None:
+    """The kind of export a folder holds (its marker), None when it is not an export."""
+    try:
+        return json.loads((Path(folder) / EXPORT_MARKER).read_text(encoding="utf-8"))["kind"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_export_target(out: Path, kind: str, protected: dict[str, Path], overwrite: bool = False) -> None:
+    """Refuse a target that would replace what an export did not write (ExportError, one line).
+
+    Refused: a folder inside (or holding) a protected one (the registry, the image store, the work
+    dir); a file; a non-empty folder that is not an export of the same kind; a previous export of
+    the same kind unless `overwrite`.
+    """
+    target = Path(out).resolve()
+    for what, place in protected.items():
+        if _overlaps(target, Path(place).resolve()):
+            raise ExportError(f"export target {out} overlaps {what} ({place}); exports are written elsewhere")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ExportError(f"export target {out} exists and is not a folder")
+    if not any(target.iterdir()):
+        return
+    found = export_kind(target)
+    if found is None:
+        raise ExportError(f"export target {out} is not empty and not an earlier export; give a new or empty folder")
+    if found != kind:
+        raise ExportError(f"export target {out} holds a {found} export, not {kind}; give another folder")
+    if not overwrite:
+        raise ExportError(f"export target {out} holds an earlier {kind} export; add --overwrite to replace it")
+
+
+def protected_places(source: LoadedManifest, extra: dict[str, Path] | None = None) -> dict[str, Path]:
+    """What an export of `source` must never overlap: its registry and image store, and `extra`."""
+    return {"the registry": source.path.parents[1], "the image store": source.image_store, **(extra or {})}
+
+
+@contextmanager
+def export_folder(
+    out: Path, kind: str, source: LoadedManifest, overwrite: bool = False, protected: dict[str, Path] | None = None
+) -> Iterator[Path]:
+    """A fresh temporary sibling of `out`, marked as a `kind` export, that replaces `out` when the block succeeds.
+
+    The target is checked first (`check_export_target`); readers never see a half-written export:
+    the old folder stays until the new one is complete.
     """
     out = Path(out)
+    check_export_target(out, kind, protected_places(source, protected), overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"export target {out} exists and is not a folder")
     staging = out.parent / f".tmp-export-{uuid.uuid4().hex[:12]}-{out.name}"
     staging.mkdir()
     try:
+        write_atomic(staging / EXPORT_MARKER, json.dumps({"kind": kind, "ref": source.ref}) + "\n")
         yield staging
         old = out.parent / f".old-export-{uuid.uuid4().hex[:12]}-{out.name}"
         if out.exists():

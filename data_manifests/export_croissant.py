@@ -26,9 +26,9 @@ from pydantic import BaseModel, Field
 
 from data_manifests.export_common import (
     ExportSummary,
+    export_folder,
     finish,
     load_source,
-    replaced_folder,
     write_export_record,
 )
 from data_manifests.registry import LoadedManifest
@@ -195,6 +195,8 @@ def export_croissant(
     out: Path | str,
     *,
     root: Path | str | None = None,
+    overwrite: bool = False,
+    protected: dict[str, Path] | None = None,
     options: CroissantExportOptions | None = None,
 ) -> ExportSummary:
     """Write croissant.json with the manifest and the version's images beside it."""
@@ -212,7 +214,7 @@ def export_croissant(
         out=Path(out),
         n_rows=0,
     )
-    with replaced_folder(Path(out)) as staging:
+    with export_folder(Path(out), "croissant", loaded, overwrite, protected) as staging:
         parquet_file = staging / MANIFEST_PARQUET
         shutil.copyfile(loaded.path / MANIFEST_PARQUET, parquet_file)
         parquet_sha256 = sha256_file(parquet_file)

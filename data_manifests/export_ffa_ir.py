@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from data_manifests.export import _copy_verified, _symlink, exported_image_name, one_line
+from data_manifests.export_common import export_folder
 from data_manifests.registry import LoadedManifest, load_manifest
 from foundation.files import write_atomic
 
@@ -62,9 +63,19 @@ def split_of(case_id: str, val_fraction: float, test_fraction: float) -> str:
 
 
 def export_ffa_ir(
-    source: LoadedManifest | str, out_dir: Path | str, *, root: Path | str | None = None, options: FFAIRExportOptions | None = None
+    source: LoadedManifest | str,
+    out_dir: Path | str,
+    *,
+    root: Path | str | None = None,
+    overwrite: bool = False,
+    protected: dict[str, Path] | None = None,
+    options: FFAIRExportOptions | None = None,
 ) -> FFAIRExportResult:
-    """Write the FFA pairs of a version as an FFA-IR-format annotation file plus images."""
+    """Write the FFA pairs of a version as an FFA-IR-format annotation file plus images.
+
+    Written beside `out_dir` and renamed into place; an earlier ffa-ir export there is replaced only
+    with `overwrite` (see `export_folder`).
+    """
     options = options or FFAIRExportOptions()
     if options.val_fraction + options.test_fraction > 1:
         raise ValueError("val_fraction + test_fraction exceeds 1")
@@ -73,6 +84,15 @@ def export_ffa_ir(
             raise ValueError(f"registry root is required to load {source!r}")
         source = load_manifest(root, source)
     out_dir = Path(out_dir)
+    with export_folder(out_dir, "ffa-ir", source, overwrite, protected) as staging:
+        result = _write_ffa_ir(source, staging, options)
+    result.annotation = out_dir / ANNOTATION_NAME
+    for error in result.errors:
+        logger.error("%s: %s", source.ref, error)
+    return result
+
+
+def _write_ffa_ir(source: LoadedManifest, out_dir: Path, options: FFAIRExportOptions) -> FFAIRExportResult:
     excluded = {"rejected"} if options.include_queued else EXCLUDED_STATUSES
     rows = [
         r
@@ -115,6 +135,4 @@ def export_ffa_ir(
         result.images += len(frames)
     write_atomic(result.annotation, json.dumps(tree, indent=1, ensure_ascii=False, sort_keys=True))
     result.cases = {split: len(cases) for split, cases in tree.items()}
-    for error in result.errors:
-        logger.error("%s: %s", source.ref, error)
     return result

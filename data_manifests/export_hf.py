@@ -23,9 +23,9 @@ from pydantic import BaseModel, Field
 
 from data_manifests.export_common import (
     ExportSummary,
+    export_folder,
     finish,
     load_source,
-    replaced_folder,
     verified_rows,
     write_export_record,
 )
@@ -90,6 +90,8 @@ def export_hf(
     out: Path | str,
     *,
     root: Path | str | None = None,
+    overwrite: bool = False,
+    protected: dict[str, Path] | None = None,
     options: HfExportOptions | None = None,
 ) -> ExportSummary:
     """Write `source` to `out` as a `datasets` dataset (arrow + parquet) with a dataset card."""
@@ -115,7 +117,7 @@ def export_hf(
         features=features,
     )
     with (
-        replaced_folder(Path(out)) as staging,
+        export_folder(Path(out), "hf", loaded, overwrite, protected) as staging,
         tempfile.TemporaryDirectory(prefix=".rows-", dir=staging.parent) as rows_dir,
         _quiet_progress(),
     ):

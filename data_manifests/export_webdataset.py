@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field
 
 from data_manifests.export_common import (
     ExportSummary,
+    export_folder,
     finish,
     load_source,
-    replaced_folder,
     sample_keys,
     verified_rows,
     write_export_record,
@@ -52,6 +52,8 @@ def export_webdataset(
     out: Path | str,
     *,
     root: Path | str | None = None,
+    overwrite: bool = False,
+    protected: dict[str, Path] | None = None,
     options: WebDatasetExportOptions | None = None,
 ) -> ExportSummary:
     """Write `source` to `out` as tar shards readable by `webdataset.WebDataset`."""
@@ -71,7 +73,7 @@ def export_webdataset(
         out=Path(out),
         n_rows=0,
     )
-    with replaced_folder(Path(out)) as staging:
+    with export_folder(Path(out), "webdataset", loaded, overwrite, protected) as staging:
         pattern = str(staging / f"{options.prefix}-%06d.tar")
         with ShardWriter(
             pattern, maxcount=options.samples_per_shard, maxsize=options.max_shard_bytes, verbose=0, mode=0o644,

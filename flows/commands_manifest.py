@@ -207,7 +207,16 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_command(
         ref: str = typer.Argument(..., help="Version to export, e.g. mm-retinal/v1."),
-        out: Path = typer.Option(..., "--out", help="Directory to write the export into (replaced as a whole for hf, webdataset, croissant)."),
+        out: Path = typer.Option(
+            ..., "--out",
+            help="New or empty directory to write the export into; never inside the registry, the image store or the work dir.",
+        ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an earlier export of the same format in --out (nothing else is ever replaced)."
+        ),
+        work_dir: Path = typer.Option(
+            Path(".mmretinal"), "--work-dir", help="The build work directory, which an export never overlaps."
+        ),
         export_format: ExportFormat = typer.Option(
             ExportFormat.flair_csv, "--format",
             help="flair-csv (KeepFIT dataframes), ffa-ir (FFA pairs as FFA-IR JSON + images), hf (datasets on disk + parquet + card), webdataset (tar shards), croissant (JSON-LD).",
@@ -237,16 +246,22 @@ def register(app: typer.Typer) -> None:
             loaded = load_manifest(_root(registry, root), ref, image_store=image_store)
         except RegistryError as exc:
             _fail(str(exc))
+        from data_manifests.export_common import ExportError
+
+        guard = {"overwrite": overwrite, "protected": {"the work dir": work_dir}}
         if export_format is ExportFormat.ffa_ir:
             from data_manifests.export_ffa_ir import FFAIRExportOptions, export_ffa_ir
 
-            ffa = export_ffa_ir(loaded, out, options=FFAIRExportOptions(link_mode=link_mode.value))
+            try:
+                ffa = export_ffa_ir(loaded, out, options=FFAIRExportOptions(link_mode=link_mode.value), **guard)
+            except (ExportError, OSError) as exc:
+                _fail(f"ffa-ir export of {loaded.ref} to {out}: {exc}")
             typer.echo(f"FFA: {ffa.images} images in {ffa.cases} cases -> {ffa.annotation}")
             for error in ffa.errors:
                 typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1 if ffa.errors else 0)
         if export_format is not ExportFormat.flair_csv:
-            _export_ml_format(loaded, out, export_format, language.value, link_mode.value, shard_size)
+            _export_ml_format(loaded, out, export_format, language.value, link_mode.value, shard_size, guard)
             return
         from data_manifests.export import FlairExportOptions, export_flair_csv
 
@@ -254,7 +269,10 @@ def register(app: typer.Typer) -> None:
             language=language.value, image_root=image_root, link_mode=link_mode.value,
             neutralise_formulas=not keep_formula_prefixes,
         )
-        result = export_flair_csv(loaded, out, options=options)
+        try:
+            result = export_flair_csv(loaded, out, options=options, **guard)
+        except (ExportError, OSError) as exc:
+            _fail(f"flair-csv export of {loaded.ref} to {out}: {exc}")
         for modality, csv_file in result.csv_files.items():
             typer.echo(f"{modality}: {result.rows[modality]} rows -> {csv_file}")
         typer.echo(f"images under {result.image_root}")
@@ -266,7 +284,9 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def _export_ml_format(loaded, out: Path, export_format: ExportFormat, language: str, link_mode: str, shard_size: int) -> None:
+def _export_ml_format(
+    loaded, out: Path, export_format: ExportFormat, language: str, link_mode: str, shard_size: int, guard: dict
+) -> None:
     """Run one of the data_manifests.ml_exports writers and print what it wrote."""
     from data_manifests.ml_exports import (
         CroissantExportOptions,
@@ -279,11 +299,12 @@ def _export_ml_format(loaded, out: Path, export_format: ExportFormat, language: 
 
     try:
         if export_format is ExportFormat.hf:
-            summary = export_hf(loaded, out)
+            summary = export_hf(loaded, out, **guard)
         elif export_format is ExportFormat.webdataset:
-            summary = export_webdataset(loaded, out, options=WebDatasetExportOptions(samples_per_shard=shard_size, language=language))
+            options = WebDatasetExportOptions(samples_per_shard=shard_size, language=language)
+            summary = export_webdataset(loaded, out, options=options, **guard)
         else:
-            summary = export_croissant(loaded, out, options=CroissantExportOptions(link_mode=link_mode))
+            summary = export_croissant(loaded, out, options=CroissantExportOptions(link_mode=link_mode), **guard)
     except (ExportError, OSError) as exc:
         _fail(f"{export_format.value} export of {loaded.ref} to {out}: {exc}")
     for name in summary.files:

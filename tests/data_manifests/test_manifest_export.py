@@ -77,7 +77,7 @@ def test_export_rerun_is_idempotent_and_reports_missing_store_image(make_pair, d
     out = tmp_path / "export"
     first = export_flair_csv("mm-retinal/v1", out, root=registry_root)
     csv_bytes = (out / "39_MM_Retinal_dataset.csv").read_bytes()
-    second = export_flair_csv("mm-retinal/v1", out, root=registry_root)
+    second = export_flair_csv("mm-retinal/v1", out, root=registry_root, overwrite=True)
     assert first.rows == second.rows
     assert (out / "39_MM_Retinal_dataset.csv").read_bytes() == csv_bytes
 

@@ -102,7 +102,7 @@ def test_webdataset_shards_read_back_by_webdataset(version, tmp_path):
     raw = next(iter(wds.WebDataset(shards[:1], shardshuffle=False)))
     assert hashlib.sha256(raw["png"]).hexdigest() == json.loads(raw["json"])["image_sha256"]
 
-    again = export_webdataset(loaded, out, options=WebDatasetExportOptions(samples_per_shard=3, language="zh"))
+    again = export_webdataset(loaded, out, overwrite=True, options=WebDatasetExportOptions(samples_per_shard=3, language="zh"))
     assert (out / again.files[0]).read_bytes() == open(shards[0], "rb").read()
 
 
