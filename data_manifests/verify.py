@@ -44,7 +44,10 @@ ProblemKind = Literal[
     "unconfined_image_path",
     "undecodable_image",
     "writable_file",
+    "unlisted_file",
 ]
+PUBLISHED_FILES = frozenset({MANIFEST_PARQUET, MANIFEST_JSON})
+"""What a version folder holds; anything else in it is reported, whatever its mode or kind."""
 
 
 class VerifyProblem(BaseModel):
@@ -140,7 +143,8 @@ def verify(
 
     _check_index(report, root, dataset, version, loaded.path, meta)
     _check_summary(report, loaded.path / MANIFEST_JSON, meta, table, dataset, version)
-    _check_modes(report, [f for f in loaded.path.iterdir() if f.is_file()])
+    _check_modes(report, [f for f in loaded.path.iterdir() if f.is_file() and f.name in PUBLISHED_FILES])
+    _check_unlisted(report, loaded.path)
 
     rows = []
     for row in table.select(["pair_id", "image_path", "image_sha256"]).to_pylist():
@@ -259,6 +263,17 @@ def _check_summary(report: VerifyReport, meta_file: Path, meta, table, dataset: 
                 kind="summary_mismatch", path=str(meta_file),
                 detail=f"input PDFs: rows come from {len(unknown)} PDF(s) not listed, e.g. {unknown[0][:12]}",
             )
+        )
+
+
+def _check_unlisted(report: VerifyReport, version_dir: Path) -> None:
+    """Every entry of the version folder that publishing did not write (files, links, folders, any mode)."""
+    for entry in sorted(version_dir.iterdir()):
+        if entry.name in PUBLISHED_FILES and entry.is_file() and not entry.is_symlink():
+            continue
+        kind = "link" if entry.is_symlink() else "folder" if entry.is_dir() else "file"
+        report.problems.append(
+            VerifyProblem(kind="unlisted_file", path=str(entry), detail=f"a {kind} the published version does not list")
         )
 
 

@@ -182,3 +182,21 @@ def test_image_path_not_named_by_its_hash_is_reported(make_pair, do_publish, reg
     parquet_file.chmod(0o444)
     problems = verify(registry_root, "mm-retinal/v1").problems_of("unconfined_image_path")
     assert [p.detail for p in problems] == ["image_sha256 zzzzzzzzzzzzzzzz... is not a SHA-256 hex digest"]
+
+
+@pytest.mark.parametrize("mode", [0o444, 0o644, 0o000])
+def test_every_file_a_version_does_not_list_is_reported_whatever_its_mode(make_pair, do_publish, registry_root, mode):
+    do_publish([make_pair("book-a", "1-1", "A", seed=1)])
+    version_dir = registry_root / "mm-retinal" / "v1"
+    extra = version_dir / "notes.txt"
+    extra.write_text("added later")
+    extra.chmod(mode)
+    (version_dir / "more").mkdir()
+    (version_dir / "link.parquet").symlink_to(version_dir / "manifest.parquet")
+    try:
+        problems = verify(registry_root, "mm-retinal/v1").problems
+    finally:
+        extra.chmod(0o644)
+    unlisted = sorted(Path(p.path).name for p in problems if p.kind == "unlisted_file")
+    assert unlisted == ["link.parquet", "more", "notes.txt"]
+    assert all(p.kind == "unlisted_file" for p in problems)
