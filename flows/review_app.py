@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -292,15 +292,18 @@ def create_review_app(
             response.set_cookie(TOKEN_COOKIE, settings.token, httponly=True, samesite="strict")
         return response
 
+    # the reviewer cookie holds the name percent-encoded as UTF-8: a header is Latin-1, a name is any text
     def reviewer_of(request: Request, form_value: str | None = None) -> str:
-        for value in (form_value, request.query_params.get("reviewer"), request.cookies.get(REVIEWER_COOKIE)):
+        remembered = unquote(request.cookies.get(REVIEWER_COOKIE) or "")
+        for value in (form_value, request.query_params.get("reviewer"), remembered):
             if value and value.strip():
                 return value.strip()[:80]
         return fallback_reviewer
 
     def remember_reviewer(response: Response, request: Request, reviewer: str) -> Response:
-        if request.cookies.get(REVIEWER_COOKIE) != reviewer:
-            response.set_cookie(REVIEWER_COOKIE, reviewer, samesite="strict", max_age=365 * 24 * 3600)
+        encoded = quote(reviewer, safe="")
+        if request.cookies.get(REVIEWER_COOKIE) != encoded:
+            response.set_cookie(REVIEWER_COOKIE, encoded, samesite="strict", max_age=365 * 24 * 3600)
         return response
 
     def build_roots(build_id: str, key: str) -> list[Path]:

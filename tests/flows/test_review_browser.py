@@ -168,3 +168,29 @@ def test_item_page_screenshot(served, chromium, tmp_path: Path) -> None:
     assert shot.stat().st_size > 10_000
     if os.environ.get(SCREENSHOT_ENV) == "1":
         shutil.copyfile(shot, DOCS_SCREENSHOT)
+
+
+def test_a_chinese_reviewer_name_is_stored_shown_and_remembered(served, chromium) -> None:
+    store, server = served
+    first, second, _ = store.queue(BUILD)
+    driver = chromium()
+    driver.get(f"{server.url}/queue?build={BUILD}")
+    driver.find_element(By.ID, "start").click()
+    wait_for_item(driver, first.item_key)
+    name = "张医生 Zoë"
+    field = driver.find_element(By.ID, "reviewer-name")
+    field.clear()
+    field.send_keys(name, Keys.ENTER)
+    WebDriverWait(driver, 15, ignored_exceptions=PAGE_CHANGING).until(lambda d: "reviewer=" in d.current_url)
+    wait_for_item(driver, first.item_key)
+    press(driver, "a")
+    wait_for_item(driver, second.item_key)
+    assert store.current_decision(first.item_key).reviewer == name
+    assert "Internal Server Error" not in driver.page_source
+    # a later visit without the name in the address still knows the reviewer (the cookie)
+    driver.get(f"{server.url}/item/{second.item_key}?build={BUILD}")
+    wait_for_item(driver, second.item_key)
+    assert driver.find_element(By.ID, "reviewer-name").get_attribute("value") == name
+    press(driver, "a")
+    WebDriverWait(driver, 15, ignored_exceptions=PAGE_CHANGING).until(lambda d: store.current_decision(second.item_key) is not None)
+    assert store.current_decision(second.item_key).reviewer == name
