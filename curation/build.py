@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import shutil
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,7 +26,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from curation.review_store import ReviewStore, content_key
 from foundation.documents import read_document_run, write_document_run
-from foundation.files import atomic_path, sha256_file, write_atomic
+from foundation.files import OwnedDir, atomic_path, remove_dead_dirs, remove_stale_temp_files, sha256_file, write_atomic
 from foundation.records import REVIEWABLE_REJECTS, DocumentRun, Pair, Status
 from pipeline import __version__, code_version
 from pipeline.align import AlignOptions, align_document
@@ -48,6 +47,7 @@ from pipeline.ocr import lazy_line_reader
 log = logging.getLogger(__name__)
 
 DOCUMENTS_DIR = "documents"
+PARTIAL_SUFFIX = ".partial"
 
 
 class RunnerOptions(BaseModel):
@@ -175,22 +175,38 @@ def process_document(pdf_path: Path, options: BuildOptions, on_page: PageCallbac
         doc.close()
         log.info("%s: unchanged, reusing steps 1-3 (%d pairs)", pdf_path.name, len(cached.pairs))
         return cached
-    options.documents_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{run.cache_key}.", suffix=".partial", dir=options.documents_dir))
+    owned = OwnedDir(options.documents_dir, prefix=f".{run.cache_key}.", suffix=PARTIAL_SUFFIX)
+    staging = owned.path
     try:
-        _run_steps(doc, run, ImageBank(staging), options, on_page)
-    except Exception as exc:  # an unexpected failure must not stop the batch either
-        log.exception("%s: build failed", pdf_path)
-        run.fail(f"{type(exc).__name__}: {exc}")
-    finally:
-        doc.close()
-    if run.failed:
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            _run_steps(doc, run, ImageBank(staging), options, on_page)
+        except Exception as exc:  # an unexpected failure must not stop the batch either
+            log.exception("%s: build failed", pdf_path)
+            run.fail(f"{type(exc).__name__}: {exc}")
+        finally:
+            doc.close()
+        if run.failed:
+            shutil.rmtree(staging, ignore_errors=True)
+            owned.release()
+            return run
+        started = time.perf_counter()
+        write_document_run(run, staging, final)
+        owned.release(moved_to=final)
+        run.seconds["write"] = round(time.perf_counter() - started, 4)
         return run
-    started = time.perf_counter()
-    write_document_run(run, staging, final)
-    run.seconds["write"] = round(time.perf_counter() - started, 4)
-    return run
+    finally:
+        owned.release()
+
+
+def clean_work_dir(options: BuildOptions) -> int:
+    """Remove what killed builds left in the work dir: their `.partial` document folders and
+    temporary files; folders of builds still running are kept (their owner lock is held)."""
+    removed = remove_dead_dirs(options.documents_dir, f".*{PARTIAL_SUFFIX}")
+    removed += remove_dead_dirs(options.work_dir / "progress", "*")
+    removed += remove_stale_temp_files(options.documents_dir) + remove_stale_temp_files(options.work_dir)
+    for path in removed:
+        log.info("removed %s, left by a build that no longer runs", path)
+    return len(removed)
 
 
 def _run_steps(doc, run: DocumentRun, bank: ImageBank, options: BuildOptions, on_page: PageCallback | None) -> None:
@@ -432,6 +448,7 @@ def publish_build(record: BuildRecord, options: BuildOptions) -> PublishSummary:
 
 def run_build(pdfs: list[Path], options: BuildOptions) -> tuple[BuildRecord, PublishSummary | None]:
     """The whole build without an orchestrator: steps 1–3 per PDF, queue, step 4, publish."""
+    clean_work_dir(options)
     documents = [process_document(pdf, options) for pdf in pdfs]
     record = record_build(documents, options)
     if not record.pairs:
@@ -456,6 +473,7 @@ __all__ = [
     "RunnerOptions",
     "Status",
     "cache_key",
+    "clean_work_dir",
     "load_build",
     "outcome_only",
     "process_document",

@@ -35,6 +35,7 @@ from curation.build import (  # noqa: E402
     BuildRecord,
     PublishSummary,
     RunnerOptions,
+    clean_work_dir,
     load_build,
     outcome_only,
     process_document,
@@ -233,6 +234,9 @@ def build_dataset(
     if not pdf_paths:
         raise ValueError("build_dataset needs at least one PDF")
     logger.info("building %s from %d PDFs into %s (%s runner)", options.dataset, len(pdf_paths), options.work_dir, options.runner.kind)
+    cleaned = clean_work_dir(options)
+    if cleaned:
+        logger.info("removed %d folder(s) and file(s) left in %s by builds that no longer run", cleaned, options.work_dir)
     progress_id = create_progress_artifact(
         0.0, key=artifact_key(options.dataset, "build-progress"), description=f"PDFs done of {len(pdf_paths)}"
     )

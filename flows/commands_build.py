@@ -141,11 +141,12 @@ def register(app: typer.Typer) -> None:
         if print_config:
             typer.echo(options_yaml(options), nl=False)
             return
-        import uuid
+        import shutil
 
         from flows.build_flow import build_dataset
         from flows.build_progress import build_progress
-        from flows.prefect_env import console_without_tracebacks, quiet_client_loggers
+        from flows.prefect_env import console_without_tracebacks, quiet_client_loggers, server_for_this_process
+        from foundation.files import OwnedDir
 
         quiet_client_loggers()
         if not debug_enabled():
@@ -155,9 +156,16 @@ def register(app: typer.Typer) -> None:
         files, refused = checked_pdf_inputs(pdfs)
         if not files:
             raise ValueError(f"nothing to build: none of the {len(pdfs)} input(s) is a readable PDF")
-        progress_dir = (options.work_dir / "progress" / uuid.uuid4().hex).absolute()
-        with build_progress(files, options.extract, progress_dir, enabled=not no_progress) as shown_dir:
-            result = build_dataset(pdfs=files, options=options, publish=not no_publish, progress_dir=shown_dir)
+        progress = OwnedDir(options.work_dir.absolute() / "progress", prefix="", suffix="")
+        try:
+            with (
+                server_for_this_process(),
+                build_progress(files, options.extract, progress.path, enabled=not no_progress) as shown_dir,
+            ):
+                result = build_dataset(pdfs=files, options=options, publish=not no_publish, progress_dir=shown_dir)
+        finally:
+            progress.release()
+            shutil.rmtree(progress.path, ignore_errors=True)
         record = result.record
         print_build_summary(record, result.published, refused)
         if refused or record.failures or (result.published is None and not no_publish):
@@ -176,7 +184,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Apply review decisions to a build and publish it as the next version (Prefect flow `publish-manifest`)."""
         from flows.build_flow import publish_manifest
-        from flows.prefect_env import console_without_tracebacks, quiet_client_loggers
+        from flows.prefect_env import console_without_tracebacks, quiet_client_loggers, server_for_this_process
 
         quiet_client_loggers()
         if not debug_enabled():
@@ -185,7 +193,8 @@ def register(app: typer.Typer) -> None:
             config, assignments, dataset=dataset, work_dir=work_dir, registry=registry, image_store=image_store,
             translation_package=translation_package,
         )
-        published = publish_manifest(build_id=build_id, options=options)
+        with server_for_this_process():
+            published = publish_manifest(build_id=build_id, options=options)
         verb = "unchanged, already" if published.unchanged else "published"
         typer.echo(f"{verb} {published.ref}: {published.n_pairs} pairs -> {published.path}")
 

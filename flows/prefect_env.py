@@ -8,8 +8,17 @@ longer startup timeout. With `PREFECT_API_URL` set (e.g. `http://127.0.0.1:4200/
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -81,3 +90,78 @@ def console_without_tracebacks() -> None:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, APILogHandler):
             if not isinstance(handler.formatter, _WithoutTraceback):
                 handler.setFormatter(_WithoutTraceback(handler.formatter))
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """For a child process: SIGKILL it when its parent dies (Linux `PR_SET_PDEATHSIG`)."""
+
+    def arm() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def server_for_this_process() -> Iterator[str | None]:
+    """A temporary Prefect server that cannot outlive this process, unless `PREFECT_API_URL` names one.
+
+    Prefect's own temporary server is a child that survives a `kill -9` of the build (a port and
+    a few hundred MB each time); this one is started with a parent-death signal, stopped when the
+    block ends, and flows in the block report to it. Yields its API URL (None when a server was named).
+    """
+    if api_url() is not None:
+        yield None
+        return
+    import httpx
+    import prefect
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
+               "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
+               "--lifespan", "on"]
+    environment = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    server = subprocess.Popen(command, env=environment, preexec_fn=_die_with_parent(os.getpid()))  # noqa: PLW1509
+    try:
+        deadline = time.monotonic() + float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the temporary Prefect server exited with code {server.returncode} while starting")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the temporary Prefect server did not answer on {url} in time")
+            time.sleep(0.2)
+        previous = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url  # for processes this one starts (Dask workers)
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                yield url
+        finally:
+            if previous is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

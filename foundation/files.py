@@ -7,9 +7,12 @@ half-written file and a failure leaves no temporary file behind.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -59,3 +62,75 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+OWNER_FILE = ".owner"
+"""In an owned temporary folder: a file its creating process holds locked while it lives."""
+
+
+class OwnedDir:
+    """A temporary folder whose `.owner` file this process keeps locked until `release()` (or its
+    death, when the kernel drops the lock): `remove_dead_dirs` tells it from a dead build's debris."""
+
+    def __init__(self, parent: Path | str, prefix: str, suffix: str) -> None:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+        self._fd: int | None = os.open(self.path / OWNER_FILE, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def release(self, moved_to: Path | None = None) -> None:
+        """Drop the lock; `moved_to`: where the folder went (its owner file is removed there)."""
+        if moved_to is not None:
+            (Path(moved_to) / OWNER_FILE).unlink(missing_ok=True)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _is_dead(folder: Path, grace_seconds: float) -> bool:
+    try:
+        fd = os.open(folder / OWNER_FILE, os.O_RDWR)
+    except FileNotFoundError:  # no owner file: debris of an older build, unless being created now
+        try:
+            return time.time() - folder.stat().st_mtime > grace_seconds
+        except FileNotFoundError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # its owner is alive
+    finally:
+        os.close(fd)
+    return True
+
+
+def remove_dead_dirs(parent: Path | str, pattern: str, grace_seconds: float = 120.0) -> list[Path]:
+    """Remove the folders under `parent` matching `pattern` whose owner process is gone; the
+    folders of running builds are left alone. Returns what was removed."""
+    removed = []
+    parent = Path(parent)
+    if not parent.is_dir():
+        return removed
+    for folder in sorted(parent.glob(pattern)):
+        if folder.is_dir() and not folder.is_symlink() and _is_dead(folder, grace_seconds):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def remove_stale_temp_files(parent: Path | str, older_than_seconds: float = 3600.0) -> list[Path]:
+    """Remove `atomic_path` temporaries (`.NAME.XXXX.tmp`) left in `parent` by a killed writer."""
+    removed = []
+    parent = Path(parent)
+    if not parent.is_dir():
+        return removed
+    now = time.time()
+    for temporary in parent.glob(".*.tmp"):
+        try:
+            if temporary.is_file() and now - temporary.stat().st_mtime > older_than_seconds:
+                temporary.unlink()
+                removed.append(temporary)
+        except FileNotFoundError:
+            continue
+    return removed
