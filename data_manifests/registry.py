@@ -23,13 +23,13 @@ publish removes them, makes every version read-only and points `latest` at the n
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
 import re
 import shutil
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -56,7 +56,7 @@ from data_manifests.schema import (
     rows_to_table,
 )
 from data_manifests.store import ImageStore, ImageStoreError, resolve_image_store, sha256_file
-from foundation.files import write_atomic
+from foundation.files import owner_gone, write_atomic
 from foundation.imaging import ImageDecodeError, check_image
 from foundation.records import Pair
 
@@ -411,19 +411,60 @@ def publish(
 
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
+    written: list[str] = []  # images this publish added to the store
     for pair in sorted(kept, key=lambda p: p.pair_id):
         image_file = Path(pair.image_file)
         try:
             check_image(image_file)  # an image bomb or a non-image never enters the store
-            stored = store.put(image_file, pair.image_sha256)
-        except (ImageStoreError, ImageDecodeError, OSError) as exc:
+        except (ImageDecodeError, OSError) as exc:
             problems.append(f"pair {pair.pair_id}: {exc}")
             continue
+        try:
+            present = store.has(pair.image_sha256, image_file.suffix)
+            stored = store.put(image_file, pair.image_sha256)
+        except ImageStoreError as exc:
+            problems.append(f"pair {pair.pair_id}: {exc}")
+            continue
+        except OSError as exc:  # the store itself (full, read-only): one line for the whole publish
+            raise _storage_error(dataset, store_root, exc, len(kept), written) from None
+        if not present:
+            written.append(stored)
         rows.append(pair_to_row(pair, stored))
     if problems:
         raise PublishError(
             f"cannot publish {dataset}: {len(problems)} pair(s) with bad images:\n  " + "\n  ".join(problems)
         )
+    try:
+        return _publish_rows(rows, excluded, root, dataset, store_root, config, input_pdfs, pipeline_version, parent, if_changed)
+    except OSError as exc:
+        raise _storage_error(dataset, root, exc, len(kept), written) from None
+
+
+def _storage_error(dataset: str, where: Path, exc: OSError, n_pairs: int, written: list[str]) -> PublishError:
+    """One line: what failed, why, how many pairs it affects and what it left in the store."""
+    reason = exc.strerror or str(exc)
+    name = errno.errorcode.get(exc.errno, "") if exc.errno else ""
+    left = (f"; {len(written)} image(s) it wrote to the store belong to no version (`mmretinal manifest gc` removes them)"
+            if written else "")
+    return PublishError(
+        f"cannot publish {dataset}: {exc.filename or where}: {reason}{f' ({name})' if name else ''}; "
+        f"{n_pairs} pair(s) not published{left}"
+    )
+
+
+def _publish_rows(
+    rows: list[dict[str, Any]],
+    excluded: list[ExcludedPair],
+    root: Path,
+    dataset: str,
+    store_root: Path,
+    config: dict[str, Any],
+    input_pdfs: dict[str, str],
+    pipeline_version: str,
+    parent: str | None,
+    if_changed: bool,
+) -> PublishedVersion:
+    """Write the rows (their images already stored) as the next version of `dataset`."""
 
     table = rows_to_table(rows)
     fingerprint = content_fingerprint(table)
@@ -533,21 +574,7 @@ def _make_read_only(version_dir: Path) -> None:
 def _owner_gone(tmp_dir: Path) -> bool:
     """Whether a temporary publish directory was abandoned: its owner's lock is free (or it never
     took one and the directory is older than a minute)."""
-    marker = tmp_dir / IN_USE_FILE
-    try:
-        handle = open(marker, "rb")
-    except FileNotFoundError:
-        try:
-            return time.time() - tmp_dir.stat().st_mtime > STALE_UNLOCKED_SECONDS
-        except FileNotFoundError:
-            return False
-    with handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        return True
+    return owner_gone(tmp_dir, IN_USE_FILE, STALE_UNLOCKED_SECONDS)
 
 
 def recover_interrupted_publish(root: Path | str, dataset: str) -> list[str]:

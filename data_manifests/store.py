@@ -56,6 +56,10 @@ class ImageStore:
         """Absolute path of a stored image given its store-relative path."""
         return self.root / relative_path
 
+    def has(self, sha256: str, suffix: str = DEFAULT_SUFFIX) -> bool:
+        """Whether an image of this digest is stored (under that suffix)."""
+        return self.path_for(self.relative_path(sha256, suffix or DEFAULT_SUFFIX)).is_file()
+
     def put(self, source: Path | str, expected_sha256: str) -> str:
         """Copy `source` into the store, checking its hash; return its store-relative path.
 

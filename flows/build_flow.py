@@ -207,6 +207,7 @@ class BuildFlowResult(BaseModel):
 
     record: BuildRecord = Field(description="The build: each PDF's run (pairs, rejects, status), in input order.")
     published: PublishSummary | None = Field(None, description="The published version, when publishing ran.")
+    publish_error: str | None = Field(None, description="Why publishing failed (storage, bad images), in one line.")
     artifacts: dict[str, str] = Field(default_factory=dict, description="Artifact key -> artifact id of this run.")
 
 
@@ -249,12 +250,18 @@ def build_dataset(
             "%d of %d PDFs failed: %s",
             len(record.failures), len(documents), ", ".join(Path(d.pdf).name for d in record.failures),
         )
-    published = None
+    published = publish_error = None
     if publish and record.pairs:
-        published = publish_and_announce(record, options)
+        from data_manifests.registry import PublishError
+
+        try:
+            published = publish_and_announce(record, options)
+        except (PublishError, OSError) as exc:  # storage: one line, and the build's summary still stands
+            publish_error = str(exc)
+            logger.error("publish failed: %s", publish_error)
     elif publish:
         logger.error("no pairs found in any input; nothing to publish")
-    return BuildFlowResult(record=record, published=published, artifacts=artifacts)
+    return BuildFlowResult(record=record, published=published, artifacts=artifacts, publish_error=publish_error)
 
 
 # ---------------------------------------------------------------------------- publishing

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from flows.commands_extract import checked_pdf_inputs
+from flows.commands_extract import check_ocr_engine, checked_pdf_inputs
 from foundation.inputs import InputProblem
 
 
@@ -168,6 +168,8 @@ def register(app: typer.Typer) -> None:
             shutil.rmtree(progress.path, ignore_errors=True)
         record = result.record
         print_build_summary(record, result.published, refused)
+        if result.publish_error:
+            typer.echo(f"error: {result.publish_error}", err=True)
         if refused or record.failures or (result.published is None and not no_publish):
             raise typer.Exit(1)
 

@@ -179,6 +179,31 @@ def register(app: typer.Typer) -> None:
         if not report.ok:
             raise typer.Exit(1)
 
+    @manifest_app.command("gc")
+    def gc_command(
+        registry: Path | None = typer.Option(None, "--registry", envvar="MMRETINAL_REGISTRY", help=ROOT_HELP),
+        image_store: Path | None = typer.Option(None, "--image-store", envvar="MMRETINAL_IMAGE_STORE", help=STORE_HELP),
+        dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+        min_age: float = typer.Option(
+            3600.0, "--min-age", min=0, help="Keep unreferenced images younger than this many seconds (a publish under way)."
+        ),
+    ) -> None:
+        """Remove store images that no published version references (left by a publish that failed)."""
+        from data_manifests.gc import collect_garbage
+        from data_manifests.registry import RegistryError
+
+        try:
+            report = collect_garbage(_root(registry), image_store, dry_run=dry_run, min_age_seconds=min_age)
+        except (RegistryError, OSError) as exc:
+            _fail(str(exc))
+        for relative in report.unreferenced:
+            typer.echo(f"{'would remove' if dry_run else 'removed'} {report.store / relative}")
+        verb = "would be removed" if dry_run else "removed"
+        typer.echo(
+            f"{report.store}: {report.referenced} image(s) referenced by versions; {len(report.unreferenced)} unreferenced "
+            f"({report.bytes / 1e6:.2f} MB) {verb}; {report.young} younger than {min_age:g} s kept"
+        )
+
     @manifest_app.command("report")
     def report_command(
         ref: str = typer.Argument(..., help="Version to report on, e.g. mm-retinal/v1."),

@@ -88,9 +88,11 @@ class OwnedDir:
             self._fd = None
 
 
-def _is_dead(folder: Path, grace_seconds: float) -> bool:
+def owner_gone(folder: Path, owner_file: str = OWNER_FILE, grace_seconds: float = 120.0) -> bool:
+    """Whether the process that owned `folder` is gone: the lock on its owner file is free (or it
+    has none and is older than `grace_seconds`, so it is not being created right now)."""
     try:
-        fd = os.open(folder / OWNER_FILE, os.O_RDWR)
+        fd = os.open(folder / owner_file, os.O_RDONLY)
     except FileNotFoundError:  # no owner file: debris of an older build, unless being created now
         try:
             return time.time() - folder.stat().st_mtime > grace_seconds
@@ -113,7 +115,7 @@ def remove_dead_dirs(parent: Path | str, pattern: str, grace_seconds: float = 12
     if not parent.is_dir():
         return removed
     for folder in sorted(parent.glob(pattern)):
-        if folder.is_dir() and not folder.is_symlink() and _is_dead(folder, grace_seconds):
+        if folder.is_dir() and not folder.is_symlink() and owner_gone(folder, OWNER_FILE, grace_seconds):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
