@@ -184,3 +184,30 @@ def test_scorer_on_a_generated_atlas_finds_what_truth_says_and_counts_wrong_moda
             panel["bbox"] = [x0 + (x1 - x0) * 0.6, y0, x1 + (x1 - x0) * 0.6, y1]
     moved = score_document(born_digital[0], "tune", runs[born_digital[0]], shifted).metrics()
     assert moved["panel_recall"] == 0.0 and moved["auto_wrong"] == 1.0
+
+
+def test_real_pdfs_bench_prints_both_halves_on_a_generated_corpus(tmp_path):
+    """bench/real_pdfs.py end to end on two generated books, one pinned to each half."""
+    from testbed.sample_atlas import generate_sample_atlas, read_truth as read_sample_truth
+
+    atlas = generate_sample_atlas(tmp_path / "corpus", seed=3, books=["atlas-en", "atlas-zh-only"])
+    truth = from_sample_truth(read_sample_truth(atlas.truth_path))
+    sources = []
+    for pdf, half in zip(sorted(atlas.pdfs), ("tune", "check"), strict=True):
+        sources.append({"name": pdf.stem, "repository": "generated/atlas", "commit": "0" * 40, "path": pdf.name,
+                        "sha256": hashlib.sha256(pdf.read_bytes()).hexdigest(), "half": half, "language": "en", "kind": "atlas"})
+    (tmp_path / "sources.jsonl").write_text("".join(json.dumps(s) + "\n" for s in sources))
+    (tmp_path / "truth.jsonl").write_text("".join(json.dumps(f) + "\n" for figures in truth.values() for f in figures))
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "real_pdfs.py"), str(tmp_path / "corpus"),
+                           "--sources", str(tmp_path / "sources.jsonl"), "--truth", str(tmp_path / "truth.jsonl"),
+                           "--json", str(tmp_path / "rows.json")], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    header = next(line for line in lines if line.strip().startswith("tune") and "check" in line)
+    assert header.split() == ["tune", "check"]
+    recall = next(line for line in lines if line.startswith("ret.rec"))
+    assert recall.split()[1:] == ["1.000", "1.000"]
+    assert lines[lines.index("tune half, per document") + 2].startswith(sources[0]["name"])
+    assert sources[1]["name"] not in done.stdout  # the check half is not listed document by document
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert {row["half"] for row in rows} == {"tune", "check"}
