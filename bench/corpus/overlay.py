@@ -12,41 +12,31 @@ each panel in red with its printed label and modality. One PNG per page:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import pymupdf
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.corpus.corpus import TRUTH, CorpusError, read_truth  # noqa: E402
+
 BLUE, GREEN, RED = (0.1, 0.3, 0.95), (0.0, 0.65, 0.2), (0.9, 0.1, 0.1)
-
-
-def read_truth(path: Path) -> list[dict]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as exc:
-                raise SystemExit(f"error: {path}:{number}: invalid truth line ({exc})") from None
-    return rows
 
 
 def _shapes(figures: list[dict]) -> dict[int, list[tuple]]:
     """Per page (1-based): (rect, colour, text, width) to draw."""
-    shapes: dict[int, list[tuple]] = defaultdict(list)
+    shapes: dict[int, list[tuple]] = {}
     for figure in figures:
         name = figure.get("label") or "(no label)"
         if figure.get("bbox"):
-            shapes[figure["page"]].append((figure["bbox"], BLUE, f"{name} [{figure.get('kind')}]", 1.5))
+            shapes.setdefault(figure["page"], []).append((figure["bbox"], BLUE, f"{name} [{figure.get('kind')}]", 1.5))
         if figure.get("caption_bbox"):
-            shapes[figure.get("caption_page") or figure["page"]].append((figure["caption_bbox"], GREEN, f"caption {name}", 1.0))
+            shapes.setdefault(figure.get("caption_page") or figure["page"], []).append((figure["caption_bbox"], GREEN, f"caption {name}", 1.0))
         for index, panel in enumerate(figure.get("panels") or []):
             if panel.get("bbox"):
                 text = f"{panel.get('label') or index + 1}:{panel.get('modality')}"
-                shapes[figure["page"]].append((panel["bbox"], RED, text, 1.0))
+                shapes.setdefault(figure["page"], []).append((panel["bbox"], RED, text, 1.0))
     return shapes
 
 
@@ -74,14 +64,15 @@ def draw_document(pdf: Path, figures: list[dict], out: Path, dpi: int) -> list[P
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus", type=Path, help="Folder holding the corpus PDFs (<name>.pdf).")
-    parser.add_argument("--truth", type=Path, default=HERE / "truth.jsonl")
+    parser.add_argument("--truth", type=Path, default=TRUTH)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--doc", action="append", default=None, help="Only this document (repeatable).")
     parser.add_argument("--dpi", type=int, default=100)
     arguments = parser.parse_args()
-    by_doc: dict[str, list[dict]] = defaultdict(list)
-    for figure in read_truth(arguments.truth):
-        by_doc[figure["doc"]].append(figure)
+    try:
+        by_doc = read_truth(arguments.truth)
+    except CorpusError as exc:
+        raise SystemExit(f"error: {exc}") from None
     arguments.out.mkdir(parents=True, exist_ok=True)
     count = 0
     for name, figures in sorted(by_doc.items()):
