@@ -242,7 +242,7 @@ def _boxed(figure: dict) -> bool:
 def score_document(name: str, half: str, run, figures: list[dict], pages: range | None = None,
                    page_lines: dict[int, list[str]] | None = None, seen_images: set | None = None) -> DocScore:
     """Score one document's build against its truth figures (see the module docstring)."""
-    score = DocScore(name, half, status=run.status.value, pages=len(pages) if pages else run.page_count,
+    score = DocScore(name, half, status=run.status.value, pages=run.page_count,
                      seconds=sum(v for k, v in run.seconds.items() if k != "write"))
     c = score.counts
     items = items_of(run, pages)
