@@ -14,6 +14,11 @@ does, for a final report only).
     .venv/bin/python bench/real_pdfs.py ~/mmr-corpus
     .venv/bin/python bench/real_pdfs.py ~/mmr-corpus --half tune --doc octseg_software_manual
     .venv/bin/python bench/real_pdfs.py ~/mmr-corpus --work-dir .bench-cache --json rows.json
+    .venv/bin/python bench/real_pdfs.py ~/mmr-corpus --as-scans --half tune --doc NAME   # simulated scans
+
+`--as-scans` builds image-only copies of the chosen documents (`bench/corpus/scans.py`: rendered,
+turned slightly, noisy, JPEG) instead of the documents themselves: the scan path on real layouts.
+Its numbers are a simulation and are labelled so.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.corpus.corpus import HALVES, SOURCES, TRUTH, CorpusError, annotated_pages, read_sources, read_truth  # noqa: E402
+from bench.corpus.scans import rasterise  # noqa: E402
 from bench.corpus.score import WRONG_KINDS, DocScore, label_lines, score_document, summarise  # noqa: E402
 from curation.build import BuildOptions, process_document  # noqa: E402
 
@@ -75,6 +81,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=None, help="Keep build records here (re-runs reuse them).")
     parser.add_argument("--per-doc-check", action="store_true", help="Also list the check half per document.")
     parser.add_argument("--json", type=Path, default=None, help="Also write per-document rows here.")
+    parser.add_argument("--as-scans", action="store_true", help="Build simulated scans (image-only copies) of the documents.")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if arguments.folder is None:
@@ -98,7 +105,8 @@ def main() -> None:
         for source in chosen:
             pdf = folder / f"{source['name']}.pdf"
             started = time.perf_counter()
-            run = process_document(pdf, options)
+            built = rasterise(pdf, work / "scans" / pdf.name) if arguments.as_scans else pdf
+            run = process_document(built, options)
             score = score_document(source["name"], source["half"], run, truth.get(source["name"], []), annotated_pages(source),
                                    label_lines(pdf), seen_images)
             score.counts["documents"] = 1
@@ -113,7 +121,7 @@ def main() -> None:
         print_documents(scores["check"])
         print()
     totals = {half: summarise(half, half, docs) for half, docs in scores.items()}
-    print("overall")
+    print("overall" + (" (simulated scans of the documents, not the documents themselves)" if arguments.as_scans else ""))
     print_halves(totals)
     if missing:
         print(f"missing: {len(missing)} document(s) not in {folder} (bench/corpus/get.py extracts them): {', '.join(missing[:8])}"

@@ -211,3 +211,23 @@ def test_real_pdfs_bench_prints_both_halves_on_a_generated_corpus(tmp_path):
     assert sources[1]["name"] not in done.stdout  # the check half is not listed document by document
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert {row["half"] for row in rows} == {"tune", "check"}
+
+
+def test_simulated_scans_are_image_only_copies_with_the_same_pages(tmp_path):
+    from bench.corpus.scans import rasterise
+
+    source = tmp_path / "doc.pdf"
+    doc = pymupdf.open()
+    for size in ((595, 842), (842, 595)):
+        doc.new_page(width=size[0], height=size[1]).insert_text((72, 100), "Fig. 1. Colour fundus photograph.", fontsize=14)
+    doc.save(source)
+    doc.close()
+    first = rasterise(source, tmp_path / "a" / "doc.pdf", dpi=72)
+    second = rasterise(source, tmp_path / "b" / "doc.pdf", dpi=72)
+    assert first.read_bytes() == second.read_bytes()
+    with pymupdf.open(first) as scan:
+        assert [tuple(p.rect) for p in scan] == [(0, 0, 595, 842), (0, 0, 842, 595)]
+        for page in scan:
+            assert page.get_text().strip() == ""
+            (image,) = page.get_image_info()
+            assert pymupdf.Rect(image["bbox"]) == page.rect
