@@ -19,7 +19,7 @@ import pymupdf
 
 
 def rasterise(pdf: Path, out: Path, dpi: int = 150, max_degrees: float = 0.6) -> Path:
-    """Write an image-only copy of `pdf` to `out` (same page sizes); the same input gives the same bytes."""
+    """Write an image-only copy of `pdf` to `out` (same page sizes); the same input gives the same page images."""
     seed = int(hashlib.sha256(pdf.name.encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng(seed)
     scan = pymupdf.open()
