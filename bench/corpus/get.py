@@ -2,7 +2,7 @@
 
     python bench/corpus/get.py CLONES_DIR --out ~/mmr-corpus
 
-CLONES_DIR holds one clone per repository, as `owner+name/` (with `repo/.git` or `.git` inside, or
+CLONES_DIR holds one clone per repository, as `owner+name/` (with `repo/`, `repo/.git` or `.git` inside, or
 bare), `owner/name/` or `name/`. Each document of `sources.jsonl` is read with `git show
 COMMIT:PATH`, its sha256 compared with the one recorded, and written to `OUT/<name>.pdf` (through a
 temporary file, so nothing half-written is left). A file whose digest is in the reserved list
@@ -18,6 +18,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -29,18 +30,22 @@ def git_dir(clones: Path, repository: str) -> Path | None:
     """The git directory of a repository's clone under `clones`, or None."""
     owner, _, name = repository.partition("/")
     for folder in (clones / f"{owner}+{name}", clones / owner / name, clones / name):
-        for candidate in (folder / "repo" / ".git", folder / ".git", folder):
+        for candidate in (folder / "repo" / ".git", folder / "repo", folder / ".git", folder):
             if (candidate / "HEAD").is_file() and (candidate / "objects").is_dir():
                 return candidate
     return None
 
 
 def read_blob(git: Path, commit: str, path: str) -> bytes:
-    done = subprocess.run(["git", f"--git-dir={git}", "show", f"{commit}:{path}"], capture_output=True, check=False)
-    if done.returncode != 0:
-        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise LookupError(message[-1] if message else f"git show failed ({done.returncode})")
-    return done.stdout
+    """The file at `commit:path`; a path with accents is also tried in the other Unicode normal form
+    (trees committed on macOS hold decomposed names)."""
+    message: list[str] = []
+    for name in dict.fromkeys([path, unicodedata.normalize("NFC", path), unicodedata.normalize("NFD", path)]):
+        done = subprocess.run(["git", f"--git-dir={git}", "show", f"{commit}:{name}"], capture_output=True, check=False)
+        if done.returncode == 0:
+            return done.stdout
+        message = message or done.stderr.decode("utf-8", "replace").strip().splitlines()
+    raise LookupError(message[-1] if message else "git show failed")
 
 
 def write_atomic(target: Path, data: bytes) -> None:
