@@ -94,12 +94,62 @@ class ExtractOptions(BaseModel):
     )
     max_pages: int = Field(2000, gt=0, description="PDFs with more pages than this are refused.")
     max_seconds_per_pdf: float = Field(
-        1800.0, gt=0, description="Wall-clock limit of one PDF, checked between pages; a slower PDF is refused."
+        1800.0, gt=0,
+        description="Wall-clock limit of one PDF, checked between pages and inside a page's loops; a slower PDF is refused.",
+    )
+    max_images_per_page: int = Field(
+        1000, gt=0,
+        description="Images on one page considered as figures or their parts; beyond it the smallest are left out (one reject says so).",
+    )
+    max_paths_per_page: int = Field(
+        10000, gt=0,
+        description="Vector paths on one page considered for drawn figures; beyond it the smallest are left out (one reject says so).",
+    )
+    max_dropped_per_page: int = Field(
+        50, gt=0,
+        description="Images dropped as decoration on one page that are each a reject for review; more are one reject together.",
     )
 
 
 class ExtractionError(Exception):
     """A PDF that cannot be processed; the message says why in one line."""
+
+
+class _OverTime(Exception):
+    """The PDF's time limit passed in the middle of a page."""
+
+
+class _PageWork:
+    """What the work on one page shares: the PDF's deadline, checked in the page's loops, and one
+    display list for all of the page's renderings (`page.get_pixmap` reads the whole page each
+    time: a page of thousands of images rendered region by region would cost their square)."""
+
+    def __init__(self, page: pymupdf.Page, deadline: float = float("inf")) -> None:
+        self.page = page
+        self.deadline = deadline
+        self._display_list: pymupdf.DisplayList | None = None
+        self._image_info: list[dict] | None = None
+
+    @property
+    def image_info(self) -> list[dict]:
+        """`page.get_image_info()`, read once (it costs about a millisecond per image placed)."""
+        if self._image_info is None:
+            self._image_info = self.page.get_image_info()
+        return self._image_info
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise _OverTime
+
+    def render(self, clip: BBox, dpi: int) -> np.ndarray:
+        """The part `clip` of the page as RGB pixels, as `page.get_pixmap(clip=clip, dpi=dpi)` renders it."""
+        if self._display_list is None:
+            self._display_list = self.page.get_displaylist()
+        zoom = dpi / 72
+        pixmap = self._display_list.get_pixmap(
+            matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csRGB, alpha=False, clip=pymupdf.Rect(clip)
+        )
+        return _pixmap_array(pixmap)
 
 
 # ---------------------------------------------------------------------------- sources
@@ -184,14 +234,17 @@ def _is_upright(transform: Iterable[float]) -> bool:
 # -- pixel guards: nothing is decoded or rendered before its pixel count is checked
 
 
-def _image_infos(page: pymupdf.Page, page_no: int, options: ExtractOptions, run: DocumentRun | None = None) -> list[dict]:
-    """`get_image_info(xrefs=True)` unless the page holds an image over max_image_pixels: matching
-    xrefs makes PyMuPDF decode (hash) every image, so such pages list their images without xrefs
-    (they are then rendered at a bounded resolution) and the oversized images become skipped regions."""
-    if not any(over_limit(img[2], img[3], options.max_image_pixels) for img in page.get_images()):
+def _image_infos(work: _PageWork, page_no: int, options: ExtractOptions, run: DocumentRun | None = None) -> list[dict]:
+    """`get_image_info(xrefs=True)` unless the page holds an image over max_image_pixels or more
+    images than max_images_per_page: matching xrefs makes PyMuPDF decode (hash) every image, so
+    such pages list their images without xrefs (they are then rendered at a bounded resolution)
+    and the oversized images become skipped regions."""
+    page = work.page
+    oversized = any(over_limit(img[2], img[3], options.max_image_pixels) for img in page.get_images())
+    if not oversized and len(work.image_info) <= options.max_images_per_page:
         return page.get_image_info(xrefs=True)
     infos = []
-    for info in page.get_image_info():
+    for info in work.image_info:
         if over_limit(info["width"], info["height"], options.max_image_pixels):
             reason = too_large_reason(info["width"], info["height"], options.max_image_pixels)
             log.warning("%s page %d: image region skipped: %s", page.parent.name, page_no, reason)
@@ -203,6 +256,27 @@ def _image_infos(page: pymupdf.Page, page_no: int, options: ExtractOptions, run:
             continue
         infos.append({**info, "xref": 0})
     return infos
+
+
+def _largest(boxes: Sequence[BBox], limit: int) -> tuple[list[int], list[int]]:
+    """The indices, in page order, of the `limit` largest boxes (the earlier of equal ones), and
+    of the rest."""
+    if len(boxes) <= limit:
+        return list(range(len(boxes))), []
+    by_size = sorted(range(len(boxes)), key=lambda i: -(boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1]))
+    return sorted(by_size[:limit]), sorted(by_size[limit:])
+
+
+def _reject_left_out(
+    page: pymupdf.Page, page_no: int, left: list[BBox], count: int, what: str, option: str, run: DocumentRun
+) -> None:
+    """One reject (and log line) for the items of a page beyond one of the per-page limits."""
+    limit = count - len(left)
+    reason = f"{count} {what} on the page, more than the limit of {limit} ({option}): the {len(left)} smallest were left out"
+    log.warning("%s page %d: %s", page.parent.name, page_no, reason)
+    run.note_error(f"page {page_no}: {reason}")
+    bbox = tuple(round(v, 2) for v in union_bbox(left))
+    run.rejects.append(Reject(kind="bad_page", step="extract", page=page_no, bbox=bbox, reason=reason))
 
 
 def _fit_dpi(page: pymupdf.Page, rect: pymupdf.Rect, dpi: float, page_no: int, options: ExtractOptions) -> int:
@@ -253,9 +327,37 @@ def _native_blocks(page: pymupdf.Page, page_no: int) -> list[TextBlock]:
     return blocks
 
 
+def _abut(a: BBox, b: BBox, gap: float) -> bool:
+    """Edges meet within `gap`, the other two edges aligned: strips or tiles of one picture."""
+    tol = max(gap, 1.0)
+    vertical = abs(a[0] - b[0]) <= tol and abs(a[2] - b[2]) <= tol and (abs(a[3] - b[1]) <= gap or abs(b[3] - a[1]) <= gap)
+    horizontal = abs(a[1] - b[1]) <= tol and abs(a[3] - b[3]) <= tol and (abs(a[2] - b[0]) <= gap or abs(b[2] - a[0]) <= gap)
+    return vertical or horizontal
+
+
+def _touch(a: BBox, b: BBox, gap: float) -> bool:
+    """Edges meet (within `gap`) along some length, aligned or not."""
+    across = min(a[2], b[2]) - max(a[0], b[0]) > 0 and min(abs(a[3] - b[1]), abs(b[3] - a[1])) <= gap
+    beside = min(a[3], b[3]) - max(a[1], b[1]) > 0 and min(abs(a[2] - b[0]), abs(b[2] - a[0])) <= gap
+    return across or beside
+
+
 def _merge_tiles(boxes: list[BBox], gap: float) -> list[list[int]]:
     """Group images that abut with aligned edges (strips or tiles of one picture)."""
-    parent = list(range(len(boxes)))
+    near = _near(boxes, max(gap, 1.0))
+    pairs = [(i, j) for i, box in enumerate(boxes) for j in near[i] if j > i and _abut(box, boxes[j], gap)]
+    # a window laid over the seam of two others, touching both: a collage of screenshots, one picture
+    for i, box in enumerate(boxes):
+        touching = [j for j in near[i] if _touch(box, boxes[j], gap)]
+        if len(touching) >= 2:
+            pairs += [(i, j) for j in touching]
+    groups = _connected(len(boxes), pairs)
+    return sorted(groups, key=lambda g: (boxes[g[0]][1], boxes[g[0]][0]))
+
+
+def _connected(count: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """The groups of `range(count)` that `pairs` link, each in order, ordered by their first member."""
+    parent = list(range(count))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -263,79 +365,108 @@ def _merge_tiles(boxes: list[BBox], gap: float) -> list[list[int]]:
             i = parent[i]
         return i
 
-    def abut(a: BBox, b: BBox) -> bool:
-        tol = max(gap, 1.0)
-        vertical = abs(a[0] - b[0]) <= tol and abs(a[2] - b[2]) <= tol and (
-            abs(a[3] - b[1]) <= gap or abs(b[3] - a[1]) <= gap
-        )
-        horizontal = abs(a[1] - b[1]) <= tol and abs(a[3] - b[3]) <= tol and (
-            abs(a[2] - b[0]) <= gap or abs(b[2] - a[0]) <= gap
-        )
-        return vertical or horizontal
-
-    def touch(a: BBox, b: BBox) -> bool:
-        """Edges meet (within `gap`) along some length, aligned or not."""
-        across = min(a[2], b[2]) - max(a[0], b[0]) > 0 and min(abs(a[3] - b[1]), abs(b[3] - a[1])) <= gap
-        beside = min(a[3], b[3]) - max(a[1], b[1]) > 0 and min(abs(a[2] - b[0]), abs(b[2] - a[0])) <= gap
-        return across or beside
-
-    for i in range(len(boxes)):
-        for j in range(i + 1, len(boxes)):
-            if abut(boxes[i], boxes[j]):
-                parent[find(i)] = find(j)
-    # a window laid over the seam of two others, touching both: a collage of screenshots, one picture
-    for i, box in enumerate(boxes):
-        touching = [j for j, other in enumerate(boxes) if j != i and touch(box, other)]
-        if len(touching) >= 2:
-            for j in touching:
-                parent[find(i)] = find(j)
+    for i, j in pairs:
+        parent[find(i)] = find(j)
     groups: dict[int, list[int]] = {}
-    for i in range(len(boxes)):
+    for i in range(count):
         groups.setdefault(find(i), []).append(i)
-    return sorted(groups.values(), key=lambda g: (boxes[g[0]][1], boxes[g[0]][0]))
+    return list(groups.values())
+
+
+def _near(boxes: Sequence[BBox], reach: float) -> list[list[int]]:
+    """For each box, the other boxes whose gaps to it in x and in y are at most `reach` (in
+    index order; callers test their own rule on them). The boxes are bucketed on a grid of
+    cells the size of a typical box, so a page of thousands of small items costs time in
+    proportion to them, not to their pairs; a box that spans many cells is compared with all."""
+    count = len(boxes)
+    if count < 2:
+        return [[] for _ in boxes]
+    sides = sorted(max(b[2] - b[0], b[3] - b[1]) for b in boxes)
+    cell = max(reach, sides[count // 2], 1.0)
+    reach += 1e-6
+
+    def cells(box: Sequence[float], most: int) -> list[tuple[int, int]] | None:
+        """The cells `box` covers, or None when they are more than `most` (or it is not finite)."""
+        try:
+            x0, y0, x1, y1 = (int(v // cell) for v in box)
+        except (ValueError, OverflowError):
+            return None
+        if (x1 - x0 + 1) * (y1 - y0 + 1) > most:
+            return None
+        return [(cx, cy) for cx in range(x0, x1 + 1) for cy in range(y0, y1 + 1)]
+
+    buckets: dict[tuple[int, int], list[int]] = {}
+    wide: list[int] = []
+    for i, box in enumerate(boxes):
+        covered = cells(box, 16)
+        if covered is None:
+            wide.append(i)
+        for key in covered or ():
+            buckets.setdefault(key, []).append(i)
+    near = []
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        covered = cells((x0 - reach, y0 - reach, x1 + reach, y1 + reach), count)
+        found: Iterable[int] = range(count)
+        if covered is not None:
+            found = set(wide).union(*(buckets.get(key, ()) for key in covered))
+        near.append(sorted(
+            j for j in found
+            if j != i and boxes[j][0] - reach <= x1 and x0 - reach <= boxes[j][2]
+            and boxes[j][1] - reach <= y1 and y0 - reach <= boxes[j][3]
+        ))
+    return near
 
 
 def _native_regions(
-    doc: pymupdf.Document, page: pymupdf.Page, page_no: int, bank: ImageBank, options: ExtractOptions, run: DocumentRun
+    doc: pymupdf.Document, work: _PageWork, page_no: int, bank: ImageBank, options: ExtractOptions, run: DocumentRun
 ) -> list[FigureRegion]:
+    page = work.page
     page_rect = page.rect
     placements = []
-    for info in _image_infos(page, page_no, options, run):
+    for info in _image_infos(work, page_no, options, run):
         rect = pymupdf.Rect(info["bbox"]) & page_rect
         if rect.is_empty:
             continue
         if rect.width * rect.height >= 0.9 * page_rect.width * page_rect.height:
             continue  # page background, not a figure
         placements.append((tuple(rect), info))
-    kept = []
+    keep, left = _largest([box for box, _ in placements], options.max_images_per_page)
+    if left:
+        _reject_left_out(page, page_no, [placements[i][0] for i in left], len(placements), "images", "max_images_per_page", run)
+        placements = [placements[i] for i in keep]
     boxes = [p[0] for p in placements]
-    for box, info in placements:
+    near = _near(boxes, max(options.panel_gap, options.tile_gap, 1.0))
+    kept = []  # indices into placements
+    for i, box in enumerate(boxes):
+        others = [boxes[j] for j in near[i]]
         if (
             min(box[2] - box[0], box[3] - box[1]) >= options.min_figure_side
-            or _tile_partner(box, boxes, options.tile_gap)
-            or _panel_sibling(box, boxes, options)
+            or any(other != box and _abut(box, other, options.tile_gap) for other in others)  # a tile, not a rule
+            or _panel_sibling(box, others, options)
         ):
-            kept.append((box, info))
+            kept.append(i)
         else:
             _reject_dropped(page_no, box, "thinner than the figure threshold", options, run)
     regions: list[FigureRegion] = []
-    for group in _merge_tiles([box for box, _ in kept], options.tile_gap):
-        bbox = union_bbox([kept[i][0] for i in group])
+    for group in _merge_tiles([boxes[i] for i in kept], options.tile_gap):
+        work.check_time()
+        group = [kept[k] for k in group]
+        bbox = union_bbox([boxes[i] for i in group])
         width, height = bbox[2] - bbox[0], bbox[3] - bbox[1]
         small = min(width, height) < options.min_figure_side or width * height < options.min_figure_area
-        if small and not (len(group) == 1 and _panel_sibling(bbox, boxes, options)):
+        if small and not (len(group) == 1 and _panel_sibling(bbox, [boxes[j] for j in near[group[0]]], options)):
             _reject_dropped(page_no, bbox, "smaller than the figure threshold", options, run)
             continue
-        info = kept[group[0]][1]
+        info = placements[group[0]][1]
         try:
             if len(group) == 1 and info.get("xref") and _is_upright(info["transform"]):
                 pixels = _pixmap_array(pymupdf.Pixmap(doc, info["xref"]))
                 origin = "embedded"
             else:
-                native_dpi = max(kept[i][1]["width"] / max(kept[i][0][2] - kept[i][0][0], 1) * 72 for i in group)
+                native_dpi = max(placements[i][1]["width"] / max(boxes[i][2] - boxes[i][0], 1) * 72 for i in group)
                 dpi = int(min(options.max_image_dpi, max(72, native_dpi)))
                 dpi = _fit_dpi(page, pymupdf.Rect(bbox), dpi, page_no, options)
-                pixels = _pixmap_array(page.get_pixmap(clip=pymupdf.Rect(bbox), dpi=dpi))
+                pixels = work.render(bbox, dpi)
                 origin = "merged" if len(group) > 1 else "embedded"
             digest, relative = bank.put(pixels)
         except Exception as exc:  # one undecodable image must not lose the rest of the book
@@ -350,14 +481,16 @@ def _native_regions(
 
 
 def _clip_at_captions(
-    page: pymupdf.Page, page_no: int, regions: list[FigureRegion], blocks: list[TextBlock], bank: ImageBank, options: ExtractOptions
+    work: _PageWork, page_no: int, regions: list[FigureRegion], blocks: list[TextBlock], bank: ImageBank, options: ExtractOptions
 ) -> list[FigureRegion]:
     """An image placed with a clip (LaTeX `trim, clip`) has a placement box larger than what
     shows, and that box can run over its own caption. A caption start lying inside an image's
     box marks where the visible figure ends: the region is cut there and rendered as shown."""
     result = []
+    starts = [b.bbox for b in blocks if b.caption_start is not None]
     for number, region in enumerate(regions, start=1):
-        inside = [b.bbox for b in blocks if b.caption_start is not None and _inside(b.bbox, region.bbox, 0.6)]
+        work.check_time()
+        inside = [box for box in starts if _inside(box, region.bbox, 0.6)]
         if not inside:
             result.append(region)
             continue
@@ -373,8 +506,8 @@ def _clip_at_captions(
             continue
         try:
             dpi = region.pixel_size[0] / max(x1 - x0, 1) * 72
-            dpi = _fit_dpi(page, pymupdf.Rect(bbox), int(min(options.max_image_dpi, max(72, dpi))), page_no, options)
-            pixels = _pixmap_array(page.get_pixmap(clip=pymupdf.Rect(bbox), dpi=dpi))
+            dpi = _fit_dpi(work.page, pymupdf.Rect(bbox), int(min(options.max_image_dpi, max(72, dpi))), page_no, options)
+            pixels = work.render(bbox, dpi)
             stored = bank.put(pixels)
         except Exception as exc:  # nothing is lost: the placement box and its image stand
             log.warning("page %d: image at %s cannot be rendered as clipped (%s: %s)", page_no, _box_text(bbox), type(exc).__name__, exc)
@@ -420,25 +553,43 @@ def _reject_dropped(page_no: int, bbox: BBox, why: str, options: ExtractOptions,
         )
 
 
-def _scan_with_text_layer(page: pymupdf.Page) -> bool:
-    """One image covers the page (a scan) and the page also has a text layer."""
-    area = page.rect.width * page.rect.height
-    return any(
-        (pymupdf.Rect(info["bbox"]) & page.rect).get_area() >= 0.85 * area for info in page.get_image_info()
+def _pool_dropped(run: DocumentRun, start: int, page_no: int, options: ExtractOptions) -> None:
+    """More images dropped as decoration on one page than max_dropped_per_page are a pattern (a
+    texture, a grid of icons), not that many possible misses: they become one reject for review.
+    `start`: how many rejects the run had before the page."""
+    dropped = [r for r in run.rejects[start:] if r.kind == "dropped_image"]
+    if len(dropped) <= options.max_dropped_per_page:
+        return
+    reason = (
+        f"{len(dropped)} images dropped as decoration, more than the limit of {options.max_dropped_per_page}"
+        " (max_dropped_per_page): one reject for them all"
     )
+    log.info("page %d: %s", page_no, reason)
+    bbox = union_bbox([r.bbox for r in dropped])
+    run.rejects[start:] = [r for r in run.rejects[start:] if r.kind != "dropped_image"]
+    run.rejects.append(Reject(kind="dropped_image", step="extract", page=page_no, bbox=bbox, reason=reason))
+
+
+def _scan_with_text_layer(work: _PageWork) -> bool:
+    """One image covers the page (a scan) and the page also has a text layer."""
+    page = work.page
+    area = page.rect.width * page.rect.height
+    return any((pymupdf.Rect(info["bbox"]) & page.rect).get_area() >= 0.85 * area for info in work.image_info)
 
 
 def _scan_regions(
-    doc: pymupdf.Document, page: pymupdf.Page, page_no: int, bank: ImageBank, options: ExtractOptions
+    doc: pymupdf.Document, work: _PageWork, page_no: int, bank: ImageBank, options: ExtractOptions
 ) -> list[FigureRegion]:
     """Figure regions of a scan with a text layer: inked areas of the scan once the layer's text is
     masked, word by word (a block of panel letters spans the panels it is printed on: masking its
     box would cut through them)."""
+    page = work.page
     raster = _page_raster(doc, page, page_no, options)
     scale = page.rect.width / raster.shape[1]
     text_boxes = [tuple(v / scale for v in word[:4]) for word in page.get_text("words") if word[4].strip()]
     regions = []
     for x0, y0, x1, y1 in find_raster_figures(raster, text_boxes, options.min_figure_side / scale, options.panel_gap / scale):
+        work.check_time()
         digest, relative = bank.put(raster[y0:y1, x0:x1])
         regions.append(
             _region(page_no, len(regions) + 1, tuple(v * scale for v in (x0, y0, x1, y1)), (digest, relative),
@@ -448,7 +599,7 @@ def _scan_regions(
 
 
 def _compound_regions(
-    page: pymupdf.Page,
+    work: _PageWork,
     page_no: int,
     regions: list[FigureRegion],
     blocks: list[TextBlock],
@@ -459,11 +610,12 @@ def _compound_regions(
     """Figures drawn as vector graphics, or assembled from many small images and drawings:
     clusters of paths and images on the page, rendered as one region. A cluster that holds
     image regions replaces them (a chart with a raster inset is one figure); text lying inside
-    a cluster is part of the figure, not body text."""
+    a cluster is part of the figure, not body text. Only the largest max_paths_per_page paths
+    and max_images_per_page images are considered."""
+    page = work.page
     area = page.rect
     band = options.header_band * area.height
-    items: list[tuple[BBox, bool]] = []  # (box, is an image)
-    straight: set[int] = set()  # drawings made only of rectangles and straight lines
+    drawn: list[tuple[BBox, bool]] = []  # (box, made only of rectangles and straight lines)
     try:
         drawings = page.get_drawings()
     except Exception:  # a broken content stream: the raster regions still stand
@@ -479,25 +631,31 @@ def _compound_regions(
             continue  # a rule across the page
         if rect.width * rect.height >= 0.5 * area.width * area.height:
             continue  # a page background or frame
-        if all(op[0] in ("re", "l") for op in drawing.get("items", ())):
-            straight.add(len(items))
-        items.append(((rect.x0, rect.y0, max(rect.x1, rect.x0 + 0.5), max(rect.y1, rect.y0 + 0.5)), False))
-    pictures = len(items)
-    for info in page.get_image_info():
+        box = (rect.x0, rect.y0, max(rect.x1, rect.x0 + 0.5), max(rect.y1, rect.y0 + 0.5))
+        drawn.append((box, all(op[0] in ("re", "l") for op in drawing.get("items", ()))))
+    if not drawn:
+        return regions
+    keep, left = _largest([box for box, _ in drawn], options.max_paths_per_page)
+    if left:
+        _reject_left_out(page, page_no, [drawn[i][0] for i in left], len(drawn), "vector paths", "max_paths_per_page", run)
+    items: list[tuple[BBox, bool]] = [(drawn[i][0], False) for i in keep]  # (box, is an image)
+    straight = {n for n, i in enumerate(keep) if drawn[i][1]}  # drawings made only of rectangles and straight lines
+    placed = []
+    for info in work.image_info:
         rect = pymupdf.Rect(info["bbox"]) & area
         if not rect.is_empty and rect.width * rect.height < 0.9 * area.width * area.height:
-            items.append((tuple(rect), True))
-    if not any(not is_image for _, is_image in items):
-        return regions
-    paths = {i for i, (_, is_image) in enumerate(items) if not is_image}
-    images = set(range(pictures, len(items)))
+            placed.append(tuple(rect))
+    items += [(placed[i], True) for i in _largest(placed, options.max_images_per_page)[0]]
+    paths = set(range(len(keep)))
+    images = set(range(len(keep), len(items)))
     labels = [b for b in blocks if _is_label(b)]  # axis labels, panel letters: they tie a figure's parts
     items += [(b.bbox, True) for b in labels]
     groups = _cluster_boxes([box for box, _ in items], options.vector_gap)
     prose = [b for b in blocks if not _is_label(b)]
-    groups = _join_parts(groups, [box for box, _ in items], prose, area.width, options)
+    groups = _join_parts(groups, [box for box, _ in items], prose, area.width, options, work)
     result = list(regions)
     for group in groups:
+        work.check_time()
         drawn = sum(i in paths for i in group)
         if drawn < options.vector_min_items:
             continue
@@ -519,7 +677,7 @@ def _compound_regions(
         for part in _split_at_captions(bbox, blocks):
             try:
                 dpi = _fit_dpi(page, pymupdf.Rect(part), min(options.max_image_dpi, 200), page_no, options)
-                pixels = _pixmap_array(page.get_pixmap(clip=pymupdf.Rect(part), dpi=dpi))
+                pixels = work.render(part, dpi)
                 rendered.append((part, pixels, *bank.put(pixels)))
             except Exception as exc:
                 reason = f"page {page_no}: vector figure at {_box_text(part)} cannot be rendered ({type(exc).__name__}: {exc})"
@@ -551,45 +709,69 @@ def _frame_only(drawn: list[BBox], bbox: BBox) -> bool:
 
 
 def _join_parts(
-    groups: list[list[int]], boxes: list[BBox], blocks: list[TextBlock], page_width: float, options: ExtractOptions
+    groups: list[list[int]], boxes: list[BBox], blocks: list[TextBlock], page_width: float, options: ExtractOptions,
+    work: _PageWork,
 ) -> list[list[int]]:
     """Clusters of one figure separated by white space (panels, a legend): joined when they are
     close, in one text column, and no body text or caption lies between them. A lone rule (the
     line under a caption or between columns) joins nothing: it would chain a figure to whatever
-    lies beyond it."""
+    lies beyond it.
+
+    Pairs are joined in the order (first, second) of their positions, and a join is followed by
+    the joins it makes possible, as rescanning all pairs after each join would find them. Which
+    groups lie close to one is a single vectorised test per step, not a Python loop over pairs."""
     columns = detect_columns(blocks, page_width)
     text = [b.bbox for b in blocks]
     gap = options.vector_join_gap
-    merged = True
     groups = [list(g) for g in groups]
-    while merged:
-        merged = False
-        boxes_of = [union_bbox([boxes[i] for i in g]) for g in groups]
-        rule = [len(g) <= 2 and min(box[2] - box[0], box[3] - box[1]) <= 2.0 for g, box in zip(groups, boxes_of)]
-        for a in range(len(groups)):
-            for b in range(a + 1, len(groups)):
-                if rule[a] or rule[b]:
-                    continue
-                ka, kb = boxes_of[a], boxes_of[b]
-                dx = max(0.0, max(ka[0], kb[0]) - min(ka[2], kb[2]))
-                dy = max(0.0, max(ka[1], kb[1]) - min(ka[3], kb[3]))
-                if dx > gap or dy > gap:
-                    continue
-                ca, cb = column_of(ka, columns), column_of(kb, columns)
-                if ca != cb and -1 not in (ca, cb):
-                    continue
-                between = (min(ka[2], kb[2]) - 1, min(ka[3], kb[3]) - 1, max(ka[0], kb[0]) + 1, max(ka[1], kb[1]) + 1)
-                x0, x1 = sorted((between[0], between[2]))
-                y0, y1 = sorted((between[1], between[3]))
-                if any(_inside(box, (x0, y0, x1, y1), 0.5) for box in text):
-                    continue
-                groups[a] += groups[b]
-                del groups[b]
-                merged = True
-                break
-            if merged:
-                break
-    return groups
+    x0, y0, x1, y1 = np.array([union_bbox([boxes[i] for i in g]) for g in groups], dtype=float).reshape(-1, 4).T.copy()
+    alive = np.ones(len(groups), dtype=bool)
+
+    def frame(k: int) -> BBox:
+        return (x0[k], y0[k], x1[k], y1[k])
+
+    def rule(k: int) -> bool:
+        return len(groups[k]) <= 2 and min(x1[k] - x0[k], y1[k] - y0[k]) <= 2.0
+
+    def first_joining(k: int, start: int, stop: int) -> int | None:
+        """The first live group in positions start..stop-1 that joins k."""
+        if rule(k) or start >= stop:
+            return None
+        part = slice(start, stop)
+        dx = np.maximum(0.0, np.maximum(x0[part], x0[k]) - np.minimum(x1[part], x1[k]))
+        dy = np.maximum(0.0, np.maximum(y0[part], y0[k]) - np.minimum(y1[part], y1[k]))
+        ka = frame(k)
+        for j in start + np.flatnonzero(alive[part] & (dx <= gap) & (dy <= gap)):
+            kb = frame(j)
+            ca, cb = column_of(ka, columns), column_of(kb, columns)
+            if rule(j) or (ca != cb and -1 not in (ca, cb)):
+                continue
+            between = (min(ka[2], kb[2]) - 1, min(ka[3], kb[3]) - 1, max(ka[0], kb[0]) + 1, max(ka[1], kb[1]) + 1)
+            bx0, bx1 = sorted((between[0], between[2]))
+            by0, by1 = sorted((between[1], between[3]))
+            if not any(_inside(box, (bx0, by0, bx1, by1), 0.5) for box in text):
+                return int(j)
+        return None
+
+    def join(keep: int, gone: int) -> None:
+        groups[keep] += groups[gone]
+        x0[keep], y0[keep] = min(x0[keep], x0[gone]), min(y0[keep], y0[gone])
+        x1[keep], y1[keep] = max(x1[keep], x1[gone]), max(y1[keep], y1[gone])
+        alive[gone] = False
+
+    k = 0
+    while k < len(groups):
+        work.check_time()
+        later = first_joining(k, k + 1, len(groups)) if alive[k] else None
+        if later is None:
+            k += 1
+            continue
+        join(k, later)
+        # pairs before (k, later) did not join, but k has grown: an earlier group may join it now
+        while (earlier := first_joining(k, 0, k)) is not None:
+            join(earlier, k)
+            k = earlier
+    return [g for g, live in zip(groups, alive) if live]
 
 
 def _split_at_captions(bbox: BBox, blocks: list[TextBlock], reach: float = 40.0) -> list[BBox]:
@@ -626,29 +808,17 @@ def _inside(inner: BBox, outer: BBox, share: float) -> bool:
 
 
 def _cluster_boxes(boxes: list[BBox], gap: float) -> list[list[int]]:
-    """Groups of boxes chained by gaps of at most `gap` points (sweep over x, then union-find)."""
-    parent = list(range(len(boxes)))
+    """Groups of boxes chained by gaps of at most `gap` points."""
+    near = _near(boxes, gap)
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    def chained(a: BBox, b: BBox) -> bool:  # `a` starts no further right than `b`
+        return a[2] + gap >= b[0] and a[1] - gap <= b[3] and b[1] - gap <= a[3]
 
-    order = sorted(range(len(boxes)), key=lambda i: boxes[i][0])
-    active: list[int] = []
-    for i in order:
-        box = boxes[i]
-        active = [j for j in active if boxes[j][2] + gap >= box[0]]
-        for j in active:
-            other = boxes[j]
-            if other[1] - gap <= box[3] and box[1] - gap <= other[3]:
-                parent[find(i)] = find(j)
-        active.append(i)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(boxes)):
-        groups.setdefault(find(i), []).append(i)
-    return list(groups.values())
+    pairs = (
+        (i, j) for i, box in enumerate(boxes) for j in near[i]
+        if j > i and (chained(box, boxes[j]) if box[0] <= boxes[j][0] else chained(boxes[j], box))
+    )
+    return _connected(len(boxes), pairs)
 
 
 def _panel_sibling(box: BBox, others: list[BBox], options: ExtractOptions) -> bool:
@@ -674,11 +844,6 @@ def _in_panel_row(box: BBox, others: Sequence[BBox], min_side: float, panel_gap:
         if beside or stacked:
             return True
     return False
-
-
-def _tile_partner(box: BBox, others: list[BBox], gap: float) -> bool:
-    """A thin strip is kept when it abuts another image (it is then a tile, not a rule)."""
-    return any(other != box and _merge_tiles([box, other], gap) == [[0, 1]] for other in others)
 
 
 # ---------------------------------------------------------------------------- scanned pages
@@ -760,26 +925,27 @@ def find_raster_figures(
             (boxes if min(w, h) >= min_side_px else small).append([int(x), int(y), int(x + w), int(y + h)])
     if panel_gap_px and small:
         pictures = [b for b in small if ink[b[1] : b[3], b[0] : b[2]].mean() >= 0.6]  # solid, not strokes
-        boxes += [b for b in pictures if _in_panel_row(b, boxes + pictures, min_side_px, panel_gap_px)]
+        candidates = boxes + pictures
+        near = _near(candidates, panel_gap_px)
+        boxes += [
+            b for k, b in enumerate(pictures, start=len(boxes))
+            if _in_panel_row(b, [candidates[j] for j in near[k]], min_side_px, panel_gap_px)
+        ]
     merged = _merge_overlapping(boxes)
     return [tuple(b) for b in sorted(merged, key=lambda b: (b[1], b[0]))]
 
 
 def _merge_overlapping(boxes: list[list[int]]) -> list[list[int]]:
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(boxes)):
-            for j in range(i + 1, len(boxes)):
-                a, b = boxes[i], boxes[j]
-                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
-                    boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
-                    del boxes[j]
-                    changed = True
-                    break
-            if changed:
-                break
-    return boxes
+    """Overlapping boxes merged into one, until no two overlap (a merged box can reach others)."""
+    while True:
+        near = _near(boxes, 0.0)
+        pairs = [
+            (i, j) for i, a in enumerate(boxes) for j in near[i]
+            if j > i and a[0] < boxes[j][2] and boxes[j][0] < a[2] and a[1] < boxes[j][3] and boxes[j][1] < a[3]
+        ]
+        if not pairs:
+            return boxes
+        boxes = [list(union_bbox([boxes[i] for i in group])) for group in _connected(len(boxes), pairs)]
 
 
 def _writes_chinese(text: str) -> bool:
@@ -863,17 +1029,19 @@ def _ocr_blocks(lines: list[OcrLine], page_no: int, scale: float, inverse: np.nd
 
 def _scanned_page(
     doc: pymupdf.Document,
-    page: pymupdf.Page,
+    work: _PageWork,
     page_no: int,
     bank: ImageBank,
     options: ExtractOptions,
     ocr: OcrEngine,
 ) -> tuple[list[TextBlock], list[FigureRegion], float]:
+    page = work.page
     raster = _page_raster(doc, page, page_no, options)
     scale = page.rect.width / raster.shape[1]
     angle = estimate_skew(cv2.cvtColor(raster, cv2.COLOR_RGB2GRAY), options.max_skew_degrees)
     deskewed, inverse = _rotate(raster, angle) if angle else (raster, cv2.invertAffineTransform(np.eye(2, 3)))
     min_side = options.min_figure_side / scale
+    work.check_time()
     if options.ocr.lines == "all":
         lines = ocr.recognise(deskewed)
         figure_boxes = find_raster_figures(deskewed, [line.box for line in lines], min_side, options.panel_gap / scale)
@@ -892,9 +1060,11 @@ def _scanned_page(
         cx, cy = (line.box[0] + line.box[2]) / 2, (line.box[1] + line.box[3]) / 2
         return any(b[0] <= cx <= b[2] and b[1] <= cy <= b[3] for b in figure_boxes)
 
+    work.check_time()
     blocks = _ocr_blocks([line for line in lines if not inside_figure(line)], page_no, scale, inverse)
     regions = []
     for x0, y0, x1, y1 in figure_boxes:
+        work.check_time()
         digest, relative = bank.put(deskewed[y0:y1, x0:x1])
         regions.append(
             _region(page_no, len(regions) + 1, _map_box((x0, y0, x1, y1), inverse, scale), (digest, relative),
@@ -936,27 +1106,33 @@ def extract_page(
     options: ExtractOptions,
     ocr_factory: OcrFactory,
     run: DocumentRun,
+    deadline: float = float("inf"),
 ) -> PageRecord:
-    """Step 1 on one page: blocks, columns, reading order, regions and parsed caption candidates."""
+    """Step 1 on one page: blocks, columns, reading order, regions and parsed caption candidates.
+    Past `deadline` (a `time.monotonic()` value) the page stops with `_OverTime`."""
     page = doc.load_page(index)
+    work = _PageWork(page, deadline)
     page_no = index + 1
+    earlier_rejects = len(run.rejects)
     scanned = needs_ocr(page, options)
     skew = 0.0
     if scanned:
-        blocks, regions, skew = _scanned_page(doc, page, page_no, bank, options, ocr_factory())
-    elif _scan_with_text_layer(page):
+        blocks, regions, skew = _scanned_page(doc, work, page_no, bank, options, ocr_factory())
+    elif _scan_with_text_layer(work):
         # a scanned page that carries an (invisible) OCR text layer: text from the layer, figures
         # from the scan itself, as for a scanned page
         scanned = True
         blocks = _native_blocks(page, page_no)
-        regions = _scan_regions(doc, page, page_no, bank, options)
+        regions = _scan_regions(doc, work, page_no, bank, options)
     else:
         blocks = _native_blocks(page, page_no)
-        regions = _native_regions(doc, page, page_no, bank, options, run)
-        regions = _clip_at_captions(page, page_no, regions, blocks, bank, options)
+        regions = _native_regions(doc, work, page_no, bank, options, run)
+        regions = _clip_at_captions(work, page_no, regions, blocks, bank, options)
         if options.vector_figures:
             mark_running_text(blocks, page.rect.height, options.header_band)  # headers are not figure labels
-            regions = _compound_regions(page, page_no, regions, blocks, bank, options, run)
+            regions = _compound_regions(work, page_no, regions, blocks, bank, options, run)
+        _pool_dropped(run, earlier_rejects, page_no, options)
+    work.check_time()
     mark_running_text(blocks, page.rect.height, options.header_band)
     columns = detect_columns(blocks, page.rect.width)
     for block in blocks:
@@ -1005,15 +1181,20 @@ def extract_document(
             engine.append(ocr or create_ocr_engine(options.ocr))
         return engine[0]
 
+    def over_time(page_no: int) -> ExtractionError:
+        return ExtractionError(
+            f"stopped at page {page_no}: over the {options.max_seconds_per_pdf:g} s limit (max_seconds_per_pdf)"
+        )
+
     started = time.perf_counter()
     deadline = time.monotonic() + options.max_seconds_per_pdf
     for index in range(doc.page_count):
         if time.monotonic() > deadline:
-            raise ExtractionError(
-                f"stopped at page {index + 1}: over the {options.max_seconds_per_pdf:g} s limit (max_seconds_per_pdf)"
-            )
+            raise over_time(index + 1)
         try:
-            run.pages.append(extract_page(doc, index, bank, options, ocr_factory, run))
+            run.pages.append(extract_page(doc, index, bank, options, ocr_factory, run, deadline))
+        except _OverTime:
+            raise over_time(index + 1) from None
         except Exception as exc:  # one broken page must not lose the rest of the book
             reason = f"page {index + 1}: {type(exc).__name__}: {exc}"
             log.warning("%s: %s", Path(run.pdf).name, reason)
@@ -1046,9 +1227,11 @@ def _forget_running_decorations(run: DocumentRun, min_pages: int = 3) -> None:
 
 
 def render_region(doc: pymupdf.Document, page_no: int, bbox: BBox, bank: ImageBank, dpi: int = 150) -> tuple[str, str]:
-    """A region of a page as a stored image (for rejects that have no image of their own)."""
+    """A region of a page as a stored image (for rejects that have no image of their own), at
+    most max_page_raster_pixels (a reject can stand for a whole crowded page)."""
     page = doc.load_page(page_no - 1)
     clip = pymupdf.Rect(bbox) & page.rect
+    dpi = _fit_dpi(page, clip, dpi, page_no, ExtractOptions())
     return bank.put(_pixmap_array(page.get_pixmap(clip=clip, dpi=dpi)))
 
 

@@ -18,8 +18,20 @@ import numpy as np
 import pymupdf
 from pydantic import BaseModel, Field
 
+from pipeline.extract import ExtractOptions
+
 BOMB_SIDES = (12000, 18000, 20000)
 BLANK_PAGES = 3000
+CROWDED_PAGES = {
+    # name: (what, images, paths, side, gap) of `crowded_page_pdf`
+    "tiny-images": ("4000 tiny images", 4000, 0, 5.0, 1.5),
+    "dropped-images": ("4000 small images, far apart", 4000, 0, 30.0, 20.0),
+    "small-panels": ("4000 small images in a grid", 4000, 0, 30.0, 4.0),
+    "abutting-tiles": ("4000 abutting image tiles", 4000, 0, 6.0, 0.0),
+    "vector-paths": ("5000 vector paths", 0, 5000, 4.0, 8.0),
+    "many-vector-paths": ("12000 vector paths", 0, 12000, 4.0, 8.0),
+    "images-and-paths": ("2500 images + 2500 paths", 2500, 2500, 5.0, 2.0),
+}
 
 
 class HostileInput(BaseModel):
@@ -117,6 +129,49 @@ def mediabox_pdf(path: Path, width: float, height: float, rng: np.random.Generat
     path.write_bytes(_pdf(objects))
 
 
+def crowded_page_pdf(
+    path: Path, images: int, paths: int, side: float, gap: float, rng: np.random.Generator, figure: bool = True
+) -> None:
+    """One page: a grid of `images` small images and `paths` small vector paths (lines and filled
+    squares), `side` points wide and `gap` apart (0: tiles that abut), in shuffled order; with
+    `figure`, an ordinary figure and its caption below the grid. The page grows to hold the grid."""
+    count = images + paths
+    columns = max(1, int(np.ceil(np.sqrt(count))))
+    pitch = side + gap
+    width = max(595.0, 100 + columns * pitch)
+    height = max(842.0, ((count // columns + 1) * pitch + 300) / 0.9)
+    top = 0.08 * height  # below the running-header band
+    bottom = top + (count // columns + 1) * pitch
+    kinds = rng.permutation(np.array([True] * images + [False] * paths, dtype=bool))
+    content = []
+    for index, is_image in enumerate(kinds):
+        row, column = divmod(index, columns)
+        x, y = 50 + column * pitch, height - top - row * pitch - side  # PDF y runs upwards
+        if is_image:
+            content.append(f"q {side:g} 0 0 {side:g} {x:g} {y:g} cm /Im1 Do Q")
+        elif index % 2:
+            content.append(f"{x:g} {y:g} m {x + side:g} {y + side:g} l S")
+        else:
+            content.append(f"{x:g} {y:g} {side:g} {side:g} re f")
+    if figure:
+        content.append(f"q 240 0 0 180 50 {height - bottom - 200:g} cm /Im2 Do Q")
+        content.append(f"BT /F1 10 Tf 50 {height - bottom - 218:g} Td (Figure 1-1. Fundus photograph of the left eye.) Tj ET")
+    tile = rng.integers(0, 256, size=(8, 8), dtype=np.uint8).tobytes()
+    picture = rng.integers(0, 256, size=(180, 240), dtype=np.uint8).tobytes()
+    grey = "/Type /XObject /Subtype /Image /ColorSpace /DeviceGray /BitsPerComponent 8 /Filter /FlateDecode"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width:g} {height:g}] /Contents 4 0 R"
+        " /Resources << /XObject << /Im1 5 0 R /Im2 6 0 R >> /Font << /F1 7 0 R >> >> >>".encode(),
+        _stream("/Filter /FlateDecode", zlib.compress("\n".join(content).encode(), 6)),
+        _stream(f"{grey} /Width 8 /Height 8", zlib.compress(tile)),
+        _stream(f"{grey} /Width 240 /Height 180", zlib.compress(picture)),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    path.write_bytes(_pdf(objects))
+
+
 def encrypted_pdf(path: Path, source: Path) -> None:
     with pymupdf.open(source) as doc:
         doc.save(path, encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw="owner-secret", user_pw="user-secret")
@@ -167,6 +222,12 @@ def write_hostile_corpus(
     corpus.append(HostileInput(name="huge-mediabox.pdf", kind="14400-pt scanned page", expect_log="rendered at"))
     mediabox_pdf(out_dir / "zero-mediabox.pdf", 0, 0, rng)
     corpus.append(HostileInput(name="zero-mediabox.pdf", kind="zero mediabox"))
+    limits = ExtractOptions()
+    for key, (kind, images, paths, side, gap) in CROWDED_PAGES.items():
+        crowded_page_pdf(out_dir / f"{key}.pdf", images, paths, side, gap, rng)
+        over = [name for name, count in (("max_images_per_page", images), ("max_paths_per_page", paths))
+                if count > getattr(limits, name)]
+        corpus.append(HostileInput(name=f"{key}.pdf", kind=kind, expect_log=over[0] if over else None))
     encrypted_pdf(out_dir / "encrypted.pdf", good)
     corpus.append(HostileInput(name="encrypted.pdf", kind="encrypted", expect_reason="encrypted"))
     shutil.copyfile(good, out_dir / f"copy-of-{good.name}")
