@@ -15,7 +15,8 @@ Per document (`score_document`) and summed over documents (`summarise`):
 * caption similarity over found figures: the whole printed caption, and each matched panel's text
   (the figure title followed by the panel's own part of the caption);
 * modality agreement over matched retinal panels;
-* among auto-accepted pairs, the share that is wrong, by kind: wrong box, wrong caption, wrong
+* among auto-accepted pairs, the share that is wrong, by kind: wrong box, part of a panel (a piece
+  of one truth panel, e.g. one cell of a grid the truth counts as one panel), wrong caption, wrong
   modality, not retinal, not a figure, duplicate;
 * non-retinal figures that became pairs; list-of-figures or body lines published as captions.
 """
@@ -41,7 +42,7 @@ AGREES = {
     "OCT": {"OCT"}, "OCTA": {"OCT"}, "other": {"other"},
 }
 RETINAL_MODALITIES = frozenset({"CFP", "red-free", "FFA", "ICGA", "FAF", "OCT", "OCTA", "UWF", "SLO"})
-WRONG_KINDS = ("wrong_box", "wrong_caption", "wrong_modality", "not_retinal", "not_a_figure", "duplicate")
+WRONG_KINDS = ("wrong_box", "part_of_panel", "wrong_caption", "wrong_modality", "not_retinal", "not_a_figure", "duplicate")
 
 try:  # the build's own normalisation when the package is importable
     from pipeline.clean import normalise_for_match as _normalise
@@ -138,13 +139,20 @@ def panel_title(figure: dict) -> str:
     return re.sub(r"[\s(\[]*[A-Za-z][)\].,:]?\s*$", "", title).strip() if title else ""
 
 
-def expected_panel_text(figure: dict, panel: dict) -> str | None:
-    if not figure.get("caption"):
-        return None
-    if not panel.get("text"):
-        return figure["caption"]
-    title = panel_title(figure)
-    return f"{title} {panel['text']}".strip() if title else panel["text"]
+def expected_panel_texts(figure: dict, panel: dict) -> list[str]:
+    """What a pair of this panel may rightly carry: the caption's title and the panel's own part of
+    it; the whole caption when the caption has no part for the panel; when the panel's words are
+    printed outside the caption (under the picture), the whole caption, alone or with them."""
+    caption = figure.get("caption")
+    if not caption:
+        return []
+    text = panel.get("text")
+    if not text:
+        return [caption]
+    if text in caption:
+        title = panel_title(figure)
+        return [f"{title} {text}".strip() if title else text]
+    return [caption, f"{caption} {text}"]
 
 
 def text_similarity(figure: dict, texts: list[str], expected: str | None = None) -> float:
@@ -326,9 +334,9 @@ def score_document(name: str, half: str, run, figures: list[dict], pages: range 
                 wrong = None if agrees else "wrong_modality"
             else:
                 wrong = "not_retinal"
-            expected = expected_panel_text(figure, panel)
+            expected = expected_panel_texts(figure, panel)
             if expected:
-                similarity = text_similarity(figure, item.panel_texts, expected)
+                similarity = max(text_similarity(figure, item.panel_texts, want) for want in expected)
                 score.panel_sims.append(similarity)
                 if wrong is None and similarity < WRONG_CAPTION_BELOW:
                     wrong = "wrong_caption"
@@ -338,7 +346,13 @@ def score_document(name: str, half: str, run, figures: list[dict], pages: range 
                 wrong = "not_a_figure"
             elif _boxed(owner):
                 overlaps = [iou(item.bbox, p["bbox"]) for p in owner["panels"]] if item.bbox else []
-                wrong = "duplicate" if overlaps and max(overlaps) >= IOU_MATCH else "wrong_box"
+                inside = [inside_share(item.bbox, p["bbox"]) for p in owner["panels"]] if item.bbox else []
+                if overlaps and max(overlaps) >= IOU_MATCH:
+                    wrong = "duplicate"
+                elif inside and max(inside) >= 0.8:
+                    wrong = "part_of_panel"  # a piece of one truth panel (a cell of a grid the truth counts whole)
+                else:
+                    wrong = "wrong_box"
             elif not owner.get("retinal"):
                 wrong = "not_retinal"
             elif owner.get("caption") and text_similarity(owner, item.texts) < WRONG_CAPTION_BELOW:
