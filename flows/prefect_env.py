@@ -115,18 +115,20 @@ def _free_port() -> int:
 
 @contextmanager
 def server_for_this_process() -> Iterator[str | None]:
-    """A temporary Prefect server that cannot outlive this process, unless `PREFECT_API_URL` names one.
+    """A temporary Prefect server that cannot outlive this process, unless `PREFECT_API_URL` (in the
+    environment or the active Prefect profile) names one.
 
     Prefect's own temporary server is a child that survives a `kill -9` of the build (a port and
     a few hundred MB each time); this one is started with a parent-death signal, stopped when the
     block ends, and flows in the block report to it. Yields its API URL (None when a server was named).
     """
-    if api_url() is not None:
-        yield None
-        return
     import httpx
     import prefect
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if api_url() is not None or PREFECT_API_URL.value():  # a server named in the environment or a profile
+        yield None
+        return
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
