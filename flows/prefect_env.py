@@ -161,9 +161,14 @@ def server_for_this_process() -> Iterator[str | None]:
             else:
                 os.environ["PREFECT_API_URL"] = previous
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, 10)
+
+
+def stop_process(process: subprocess.Popen, grace_seconds: float) -> None:
+    """Terminate a child process, and kill it if it has not ended after `grace_seconds`."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

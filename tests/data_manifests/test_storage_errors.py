@@ -39,7 +39,7 @@ def _publish_limited(pairs, registry_root: Path, tmp_path: Path, limit: int) -> 
 
 
 def test_a_full_disk_is_one_line_and_gc_removes_what_the_failed_publish_stored(make_pair, do_publish, registry_root, tmp_path):
-    first = do_publish([make_pair("book-a", "1-1", "A", seed=1)])
+    do_publish([make_pair("book-a", "1-1", "A", seed=1)])
     pairs = [make_pair("book-b", f"2-{i}", None, seed=10 + i) for i in range(4)]
 
     done = _publish_limited(pairs, registry_root, tmp_path, limit=3000)

@@ -252,10 +252,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
     finally:
         from prefect.logging.handlers import APILogHandler
 
+        from flows.prefect_env import stop_process
+
         APILogHandler().flush()  # send buffered run logs while the server still answers
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, 30)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from flows.prefect_env import stop_process
+
 pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.timeout(600)]
 
 POOL = "test-gpu"
@@ -105,12 +107,7 @@ def test_a_process_worker_picks_up_and_finishes_a_pretraining_run(prefect_server
                     break
                 time.sleep(1)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker, 30)
     worker_log = log_path.read_text(errors="replace")
     assert current.state.is_completed(), f"{current.state}\n{worker_log[-4000:]}"
     assert current.work_pool_name == POOL
